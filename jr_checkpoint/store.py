@@ -346,7 +346,7 @@ class CheckpointStore:
             return None
         if row is None:
             return None
-        return dict(zip(("last_completed_step", "total_steps", "checkpoint_data"), row))
+        return dict(zip(("last_completed_step", "total_steps", "checkpoint_data"), row, strict=True))
 
     def cleanup_checkpoints(self, task_id: int) -> bool:
         """Remove the task's checkpoint after it completed; False if it failed."""
