@@ -1,5 +1,6 @@
 """Step-level checkpointing and crash recovery on PostgreSQL for the Jr executor."""
 
+from .decorator import checkpointed_steps
 from .errors import (
     CheckpointError,
     ConfigurationError,
@@ -10,6 +11,7 @@ from .errors import (
     TaskExhaustedError,
     TaskLockedError,
 )
+from .install import install, installed, uninstall
 from .store import CheckpointStore
 
 __version__ = "0.1.0"
@@ -24,4 +26,8 @@ __all__ = [
     "StoreError",
     "TaskExhaustedError",
     "TaskLockedError",
+    "checkpointed_steps",
+    "install",
+    "installed",
+    "uninstall",
 ]

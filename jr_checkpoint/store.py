@@ -231,6 +231,11 @@ class CheckpointStore:
             self._sleep(pause)
             delay = min(delay * 2, 0.5)
 
+    def forget_lock(self, task_id: int) -> None:
+        """Drop a lock that went with a dropped session, so this process may take it again."""
+        with self._lock:
+            self._held.discard(task_id)
+
     def finish_task(self, task_id: int, *, completed: bool) -> bool:
         """Release the task's lock; when ``completed``, also drop its checkpoint row.
 

@@ -1,0 +1,351 @@
+"""The interception itself, with an in-memory ledger: numbering, skipping, fail-open, threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from jr_checkpoint import TaskExhaustedError, TaskLockedError, checkpointed_steps
+from jr_checkpoint.decorator import unhook_execute
+from jr_checkpoint.errors import DatabaseUnavailable, StoreError
+from jr_checkpoint.store import StepRecord, TaskState, content_hash
+
+
+class FakeStore:
+    """The part of CheckpointStore the decorator uses, in memory, counting calls."""
+
+    def __init__(self):
+        self.rows: dict[tuple[int, int], dict] = {}
+        self.checkpoints: dict[int, dict] = {}
+        self.held: set[int] = set()
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+
+    def lock_task(self, task_id, timeout=0):
+        with self.lock:
+            self.calls.append("lock")
+            if task_id in self.held:
+                return False
+            self.held.add(task_id)
+            return True
+
+    def begin_attempt(self, task_id, total_steps=None):
+        self.calls.append("begin")
+        cp = self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 0}})
+        cp["checkpoint_data"]["attempts"] += 1
+        steps = {n: StepRecord(n, r["execution_result"], r["content_hash"])
+                 for (t, n), r in self.rows.items() if t == task_id}
+        return TaskState(cp["checkpoint_data"]["attempts"], dict(cp), steps)
+
+    def record_step(self, task_id, step_number, **fields):
+        self.calls.append("record")
+        self.rows[(task_id, step_number)] = fields
+        self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 1}})
+        self.checkpoints[task_id]["last_completed_step"] = fields["last_completed_step"]
+
+    def finish_task(self, task_id, *, completed):
+        self.calls.append("finish")
+        self.held.discard(task_id)
+        if completed:
+            return self.checkpoints.pop(task_id, None) is not None
+        return False
+
+    def forget_lock(self, task_id):
+        self.held.discard(task_id)
+
+    def results(self, task_id):
+        return {n: r["execution_result"] for (t, n), r in sorted(self.rows.items()) if t == task_id}
+
+
+class Executor:
+    """A minimal host: execute() logs what it ran; steps say whether they succeed."""
+
+    def __init__(self, task_id=1):
+        self._current_task_id = task_id
+        self.ran = []
+
+    def execute(self, step):
+        self.ran.append(step)
+        if isinstance(step, dict) and step.get("raise"):
+            raise ValueError(step["raise"])
+        if isinstance(step, dict) and "result" in step:
+            return step["result"]
+        return {"success": not (isinstance(step, dict) and step.get("fail"))}
+
+    def execute_steps(self, steps, saga_tx=None):
+        """Run the steps in order."""
+        results = []
+        for step in steps:
+            result = self.execute(step)
+            results.append(result)
+            if not result.get("success"):
+                break
+        return results
+
+
+@pytest.fixture
+def store():
+    return FakeStore()
+
+
+@pytest.fixture
+def make(store):
+    """Executor subclasses decorated with the fake store; their execute hooks are undone after."""
+    def factory(**options):
+        class Decorated(Executor):
+            execute_steps = checkpointed_steps(Executor.execute_steps, store=store, **options)
+        return Decorated
+    yield factory
+    unhook_execute()
+
+
+def test_bare_and_with_options_keep_signature_and_docs(store):
+    import inspect
+
+    bare = checkpointed_steps(Executor.execute_steps)
+    configured = checkpointed_steps(store=store, task_id=lambda *a: 3)(Executor.execute_steps)
+    for wrapped in (bare, configured):
+        assert wrapped.__name__ == "execute_steps"
+        assert wrapped.__doc__ == "Run the steps in order."
+        assert str(inspect.signature(wrapped)) == "(self, steps, saga_tx=None)"
+
+
+def test_records_each_step_and_cleans_up_a_finished_task(make, store):
+    executor = make()()
+    steps = [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert executor.execute_steps(steps) == [{"success": True}] * 3
+    assert store.results(1) == {0: "success", 1: "success", 2: "success"}
+    assert store.rows[(1, 2)]["content_hash"] == content_hash({"n": 2})
+    assert 1 not in store.checkpoints  # every step a success: checkpoint row removed
+    assert store.calls == ["lock", "begin", "record", "record", "record", "finish"]
+
+
+def test_retry_skips_what_succeeded_and_runs_the_rest(make, store, caplog):
+    cls = make()
+    steps = [{"n": 0}, {"n": 1}, {"n": 2, "fail": True}, {"n": 3}]
+    first = cls()
+    first.execute_steps(steps)
+    assert store.results(1) == {0: "success", 1: "success", 2: "failed"}
+    assert store.checkpoints[1]["last_completed_step"] == 1
+
+    steps[2] = {"n": 2}
+    second = cls()
+    with caplog.at_level(logging.INFO, logger="jr_checkpoint"):
+        results = second.execute_steps(steps)
+    assert second.ran == [{"n": 2}, {"n": 3}]
+    assert results[0] == {"success": True, "skipped": True, "checkpoint_hit": True, "step_number": 0}
+    assert "[CHECKPOINT] Step 1 already succeeded, skipping" in caplog.messages
+    assert store.calls.count("record") == 3 + 2  # none for the skipped steps
+
+
+def test_a_changed_step_runs_again(make, store, caplog):
+    cls = make()
+    cls().execute_steps([{"n": 0}, {"n": 1, "fail": True}])
+    again = cls()
+    with caplog.at_level(logging.INFO, logger="jr_checkpoint"):
+        again.execute_steps([{"n": 0, "edited": True}, {"n": 1}])
+    assert again.ran == [{"n": 0, "edited": True}, {"n": 1}]
+    assert any("Step 0 changed since it succeeded" in m for m in caplog.messages)
+
+
+def test_same_object_twice_gets_two_numbers(make, store):
+    step = {"n": "same"}
+    executor = make()()
+    executor.execute_steps([step, step, {"n": 2}])
+    assert store.results(1) == {0: "success", 1: "success", 2: "success"}
+
+
+def test_tuple_and_generator_steps_are_numbered_by_position(make, store):
+    make()(task_id=1).execute_steps(({"t": 0}, {"t": 1}))
+    assert store.results(1) == {0: "success", 1: "success"}
+
+    produced = []
+
+    def generate():
+        for i in range(3):
+            produced.append(i)
+            yield {"g": i}
+
+    executor = make()(task_id=2)
+    executor.execute_steps(generate())
+    assert store.results(2) == {0: "success", 1: "success", 2: "success"}
+    assert produced == [0, 1, 2]
+    assert 2 not in store.checkpoints  # the generator was exhausted: the task is complete
+
+
+def test_steps_passed_by_keyword(make, store):
+    make()().execute_steps(steps=[{"k": 0}, {"k": 1}])
+    assert store.results(1) == {0: "success", 1: "success"}
+
+
+def test_execute_on_something_else_passes_through_unrecorded(store):
+    class Host(Executor):
+        @checkpointed_steps(store=store)
+        def execute_steps(self, steps, saga_tx=None):
+            results = [self.execute({"preflight": True})]
+            for step in steps:
+                results.append(self.execute(step))
+            return results
+
+    try:
+        executor = Host()
+        executor.execute_steps([{"n": 0}, {"n": 1}])
+        assert executor.ran[0] == {"preflight": True}
+        assert store.results(1) == {0: "success", 1: "success"}
+        assert content_hash({"preflight": True}) not in {r["content_hash"] for r in store.rows.values()}
+    finally:
+        unhook_execute()
+
+
+def test_nested_call_for_the_same_task_is_recorded_once_by_the_outer_call(store):
+    class Host(Executor):
+        @checkpointed_steps(store=store)
+        def execute_steps(self, steps, saga_tx=None):
+            return [self.execute(step) for step in steps]
+
+        def execute(self, step):
+            if step.get("sub"):
+                self.execute_steps(step["sub"])  # nested, same task
+            return super().execute(step)
+
+    try:
+        executor = Host()
+        executor.execute_steps([{"n": 0}, {"n": 1, "sub": [{"inner": 0}, {"inner": 1}]}, {"n": 2}])
+        assert store.results(1) == {0: "success", 1: "success", 2: "success"}
+        assert {"inner": 0} in executor.ran and {"inner": 1} in executor.ran
+        assert store.calls.count("lock") == 1
+    finally:
+        unhook_execute()
+
+
+def test_threads_running_different_tasks_do_not_mix(make, store):
+    cls = make()
+    errors = []
+
+    def run(task_id):
+        try:
+            cls(task_id).execute_steps([{"task": task_id, "i": i} for i in range(20)])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for task_id in range(1, 9):
+        assert store.results(task_id) == {i: "success" for i in range(20)}
+        assert all(store.rows[(task_id, i)]["content_hash"] == content_hash({"task": task_id, "i": i})
+                   for i in range(20))
+
+
+def test_no_task_id_means_no_database_access(make, store):
+    executor = make()(task_id=None)
+    assert executor.execute_steps([{"n": 0}]) == [{"success": True}]
+    assert store.calls == []
+
+
+@pytest.mark.parametrize("bad", ["12", 1.5, True, 2**31, object()])
+def test_a_task_id_that_is_not_an_integer_warns_and_runs_unchecked(make, store, caplog, bad):
+    executor = make()(task_id=bad)
+    assert executor.execute_steps([{"n": 0}]) == [{"success": True}]
+    assert store.calls == []
+    assert any("is not an integer" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_task_id_callable(store):
+    class Host(Executor):
+        execute_steps = checkpointed_steps(Executor.execute_steps, store=store,
+                                           task_id=lambda instance, args, kwargs: 77)
+
+    try:
+        Host(task_id=None).execute_steps([{"n": 0}])
+        assert store.results(77) == {0: "success"}
+    finally:
+        unhook_execute()
+
+
+def test_a_raising_step_is_recorded_as_error_and_the_same_exception_propagates(make, store):
+    executor = make()()
+    boom = {"raise": "x" * 100}
+    with pytest.raises(ValueError) as caught:
+        executor.execute_steps([{"n": 0}, boom])
+    assert str(caught.value) == "x" * 100
+    assert store.results(1) == {0: "success", 1: "error"}
+    assert store.rows[(1, 1)]["error_detail"] == "ValueError: " + "x" * 100
+    assert store.calls[-1] == "finish" and 1 in store.checkpoints
+
+
+def test_step_and_result_oddities_are_recorded_not_fatal(make, store):
+    class Host(Executor):
+        def execute_steps(self, steps, saga_tx=None):
+            return [self.execute(step) for step in steps]
+
+    decorated = type("D", (Host,), {"execute_steps": checkpointed_steps(Host.execute_steps, store=store)})
+    try:
+        odd_result = {"result": {"success": True, "when": object(), "blob": b"\x00"}}
+        steps = ["not a dict", {"result": "not a dict"}, odd_result, {"result": {"success": False}}]
+        results = decorated().execute_steps(steps)
+        assert results[1] == "not a dict" and results[3] == {"success": False}
+        assert store.results(1) == {0: "success", 1: "failed", 2: "success", 3: "failed"}
+        assert store.rows[(1, 0)]["step_type"] == "unknown"
+        assert store.rows[(1, 1)]["error_detail"] == "step returned str, not a dict"
+    finally:
+        unhook_execute()
+
+
+def test_database_down_at_start_runs_unchecked_with_one_attempt(make, store, mocker, caplog):
+    lock = mocker.patch.object(store, "lock_task", side_effect=DatabaseUnavailable("down"))
+    record = mocker.spy(store, "record_step")
+    executor = make()()
+    undecorated = Executor().execute_steps([{"n": 0}, {"n": 1, "fail": True}])
+    assert executor.execute_steps([{"n": 0}, {"n": 1, "fail": True}]) == undecorated
+    assert lock.call_count == 1 and record.call_count == 0
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "running the rest unchecked" in warnings[0].getMessage()
+
+
+def test_a_failed_record_never_fails_the_step_and_stops_further_queries(make, store, mocker):
+    mocker.patch.object(store, "record_step", side_effect=DatabaseUnavailable("gone"))
+    finish = mocker.spy(store, "finish_task")
+    executor = make()()
+    assert executor.execute_steps([{"n": 0}, {"n": 1}, {"n": 2}]) == [{"success": True}] * 3
+    assert store.record_step.call_count == 1  # degraded after the first failure
+    assert finish.call_count == 0 and 1 not in store.held  # the lock went with the session
+
+
+def test_a_query_error_still_releases_the_lock(make, store, mocker):
+    mocker.patch.object(store, "record_step", side_effect=StoreError("bad value"))
+    make()().execute_steps([{"n": 0}])
+    assert store.calls[-1] == "finish" and 1 not in store.held
+    assert 1 in store.checkpoints  # not marked complete: nothing was recorded
+
+
+def test_locked_task_raises_before_any_step(make, store):
+    store.held.add(1)
+    executor = make()()
+    with pytest.raises(TaskLockedError):
+        executor.execute_steps([{"n": 0}])
+    assert executor.ran == []
+
+
+def test_max_attempts_calls_on_exhausted_then_raises(make, store):
+    seen = []
+    cls = make(max_attempts=2, on_exhausted=lambda task_id, cp: seen.append((task_id, cp)))
+    for _ in range(2):
+        cls().execute_steps([{"n": 0, "fail": True}])
+    executor = cls()
+    with pytest.raises(TaskExhaustedError):
+        executor.execute_steps([{"n": 0, "fail": True}])
+    assert executor.ran == [] and seen[0][0] == 1
+    assert seen[0][1]["checkpoint_data"]["attempts"] == 3
+    assert 1 not in store.held
+
+
+def test_enabled_false_is_the_original(make, store):
+    executor = make(enabled=False)()
+    executor.execute_steps([{"n": 0}])
+    assert store.calls == []
