@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ def _parse(dsn: str, source: str) -> Target:
     try:
         params = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as exc:
-        raise ConfigurationError(f"invalid DSN from {source}: {first_line(exc)}") from exc
+        # libpq quotes the offending fragment, which may be a piece of an unquoted password.
+        reason = re.sub(r'"([^"]*)"', lambda m: m[0] if m[1] in ("=", "]") else '"..."', first_line(exc))
+        raise ConfigurationError(f"invalid DSN from {source}: {reason}") from exc
     return Target(_normalize(params), source)
 
 
@@ -93,8 +96,12 @@ def _host_config(host_root: str | os.PathLike | None) -> Mapping[str, Any] | Non
             sys.path.insert(0, root)
     try:
         module = importlib.import_module(SECRETS_MODULE)
-    except ImportError:
-        return None
+    except ModuleNotFoundError as exc:
+        if exc.name in ("lib", SECRETS_MODULE):
+            return None  # no host here: fall through to libpq's defaults
+        raise ConfigurationError(f"{SECRETS_MODULE} cannot be imported: {first_line(exc)}") from exc
+    except Exception as exc:  # the host's code: a broken loader must not silently mean "defaults"
+        raise ConfigurationError(f"{SECRETS_MODULE} cannot be imported: {first_line(exc)}") from exc
     get_db_config = getattr(module, "get_db_config", None)
     if get_db_config is None:
         return None
