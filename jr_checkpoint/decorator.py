@@ -136,7 +136,6 @@ class _Run:
         self.locked = False
         self.lost_connection = False
         self.succeeded: set[int] = set()
-        self.failed = False
 
     # -- fail-open --------------------------------------------------------------------------
 
@@ -192,8 +191,7 @@ class _Run:
 
     def all_succeeded(self) -> bool:
         steps = self.steps
-        return (not self.failed and steps.exhausted
-                and all(n in self.succeeded for n in range(len(steps.items))))
+        return steps.exhausted and all(n in self.succeeded for n in range(len(steps.items)))
 
     def finish(self, completed: bool) -> None:
         """Release the task's lock; when every step succeeded, drop its checkpoint row."""
@@ -258,7 +256,6 @@ class _Run:
             self.succeeded.add(number)
         else:
             self.succeeded.discard(number)
-            self.failed = True
         if self.degraded:
             return
         resume_at = 0
