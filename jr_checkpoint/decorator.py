@@ -16,7 +16,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,20 +66,26 @@ def _store_for(options: Options) -> CheckpointStore:
 class _Steps:
     """The ``steps`` argument, numbered the way the seed's ``enumerate`` numbers it.
 
-    A list or tuple is left as it is; any other iterable (a generator) is passed on as a
-    generator that remembers what it produced, so nothing is consumed ahead of the host.
+    A list or tuple is left as it is; an iterator (a generator) is passed on as a generator
+    that remembers what it produced, so nothing is consumed ahead of the host.
     """
 
     def __init__(self, steps: Any):
         self.cursor = 0
-        if isinstance(steps, (list, tuple)):
-            self.items: list | tuple = steps
-            self.total: int | None = len(steps)
-            self.exhausted = True
-            self.argument = steps
-        else:
-            self.items, self.total, self.exhausted = [], None, False
+        self.argument = steps
+        self.exhausted = True
+        if isinstance(steps, Iterator):
+            # Single pass: hand the host a generator that remembers what it produced.
+            self.items: list | Sequence = []
+            self.total: int | None = None
+            self.exhausted = False
             self.argument = self._remember(steps)
+        elif isinstance(steps, Sequence):
+            self.items, self.total = steps, len(steps)
+        else:
+            # Another re-iterable container (a set, a view): numbered in its iteration order.
+            self.items = list(steps)
+            self.total = len(self.items)
 
     def _remember(self, steps):
         for item in steps:

@@ -349,3 +349,42 @@ def test_enabled_false_is_the_original(make, store):
     executor = make(enabled=False)()
     executor.execute_steps([{"n": 0}])
     assert store.calls == []
+
+
+def test_the_host_gets_its_own_steps_object_unless_it_is_an_iterator(store):
+    seen = []
+
+    class Host(Executor):
+        @checkpointed_steps(store=store)
+        def execute_steps(self, steps, saga_tx=None):
+            seen.append(steps)
+            return [self.execute(steps[i]) for i in range(len(steps))]
+
+    try:
+        steps = ({"i": 0}, {"i": 1})
+        Host().execute_steps(steps)
+        assert seen[0] is steps
+        assert store.results(1) == {0: "success", 1: "success"}
+    finally:
+        unhook_execute()
+
+
+def test_a_step_retried_in_place_by_the_host_keeps_its_number(store):
+    class Host(Executor):
+        @checkpointed_steps(store=store)
+        def execute_steps(self, steps, saga_tx=None):
+            results = []
+            for step in steps:
+                result = self.execute(step)
+                if not result["success"]:
+                    step.pop("fail")
+                    result = self.execute(step)  # the host's own retry
+                results.append(result)
+            return results
+
+    try:
+        Host().execute_steps([{"i": 0}, {"i": 1, "fail": True}, {"i": 2}])
+        assert store.results(1) == {0: "success", 1: "success", 2: "success"}
+        assert 1 not in store.checkpoints  # complete: the retried step ended a success
+    finally:
+        unhook_execute()
