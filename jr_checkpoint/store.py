@@ -61,9 +61,10 @@ def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
     if value is None:
         return None
     text = str(value).replace("\x00", "\\x00")
+    # "replace" also turns lone surrogates (os.fsdecode of a non-UTF-8 path) into "?".
     data = text.encode("utf-8", errors="replace")
     if len(data) <= limit:
-        return text
+        return data.decode("utf-8")
     keep = limit - len(_TRUNCATED.encode())
     return data[:keep].decode("utf-8", errors="ignore") + _TRUNCATED
 
@@ -146,15 +147,20 @@ class CheckpointStore:
 
     def _retake_locks(self) -> None:
         """The server dropped our session and its advisory locks with it: take them back."""
-        with self._conn.cursor() as cur:
-            for task_id in sorted(self._held):
-                cur.execute(QUERIES["try_lock_task"], self._lock_params(task_id))
-                if not cur.fetchone()[0]:
-                    logger.warning(
-                        "lost the lock on task %s when the connection dropped; another worker holds it",
-                        task_id,
-                        extra={"action": "lock_lost", "task_id": task_id},
-                    )
+        try:
+            with self._conn.cursor() as cur:
+                for task_id in sorted(self._held):
+                    cur.execute(QUERIES["try_lock_task"], self._lock_params(task_id))
+                    if not cur.fetchone()[0]:
+                        logger.warning(
+                            "lost the lock on task %s when the connection dropped; another worker holds it",
+                            task_id,
+                            extra={"action": "lock_lost", "task_id": task_id},
+                        )
+        except psycopg2.Error as exc:  # outside _run's handlers: translate here, never leak psycopg2
+            raise DatabaseUnavailable(
+                f"lost the connection to PostgreSQL at {self.describe()}: {dsn_module.first_line(exc)}"
+            ) from exc
 
     def close(self) -> None:
         with self._lock:
