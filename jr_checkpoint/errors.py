@@ -43,3 +43,21 @@ class TaskExhaustedError(CheckpointError):
 
 class PatchError(CheckpointError):
     """A patch cannot be applied."""
+
+
+class PatchFormatError(PatchError):
+    """The patch file is malformed."""
+
+    exit_code = 1
+
+
+class PatchConflict(PatchError):
+    """A patch does not fit the files under the root: nothing was changed."""
+
+    exit_code = 1
+
+
+class UnsafePatchPath(PatchError):
+    """A patch names a target outside the root directory: refused."""
+
+    exit_code = 1
