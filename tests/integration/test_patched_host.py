@@ -166,3 +166,44 @@ def test_decorator_patch_yields_a_host_file_that_imports_with_the_decorator(host
                            "f = m.TaskExecutor.__dict__['execute_steps']; "
                            "print(f.__wrapped__.__qualname__, f is not f.__wrapped__)")
     assert out == "TaskExecutor.execute_steps True\n"
+
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+def decorated_attempt(workdir: Path, steps: list[dict], dsn: str, task_id: int) -> list[dict]:
+    """One attempt through install() on the untouched stand-in (tests/integration/worker.py)."""
+    steps_file = workdir.parent / f"steps-{len(list(workdir.parent.iterdir()))}.json"
+    steps_file.write_text(json.dumps(steps))
+    done = subprocess.run([sys.executable, str(WORKER), dsn, str(task_id), str(workdir),
+                           str(steps_file)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_decorator_and_patched_source_record_the_same_outcomes(host, workdir, tmp_path, capsys, dsn):
+    patch_host(host, capsys)
+    attempt(host, workdir, FIRST_ATTEMPT, dsn)
+    attempt(host, workdir, RETRY, dsn)
+
+    other = tmp_path / "work-decorated"
+    other.mkdir()
+    (other / "settings.txt").write_text("mode = draft\n")
+    decorated_task = TASK_ID + 1
+    first = decorated_attempt(other, FIRST_ATTEMPT, dsn, decorated_task)
+    assert [r["success"] for r in first] == [True, True, False]
+    after_first = query(dsn, "SELECT step_number, execution_result FROM jr_step_rewards "
+                             "WHERE task_id = %s ORDER BY step_number", (decorated_task,))
+    assert after_first == [(0, "success"), (1, "success"), (2, "failed")]
+    retry = decorated_attempt(other, RETRY, dsn, decorated_task)
+    assert [r.get("skipped", False) for r in retry] == [True, True, False, False]
+
+    decorated = query(dsn, "SELECT step_number, execution_result FROM jr_step_rewards "
+                           "WHERE task_id = %s ORDER BY step_number", (decorated_task,))
+    assert decorated == step_rewards(dsn)
+    for name in ("notes.txt", "settings.txt"):
+        assert (other / name).read_text() == (workdir / name).read_text()
+    # Where they differ by design: only the decorator stores the step's content hash.
+    hashes = query(dsn, "SELECT task_id, bool_and(step_content_hash IS NOT NULL) FROM jr_step_rewards "
+                        "GROUP BY task_id ORDER BY task_id")
+    assert hashes == [(TASK_ID, False), (decorated_task, True)]
