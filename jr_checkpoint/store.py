@@ -45,6 +45,10 @@ def _canonical(value: Any) -> Any:
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        # str() of a set follows hash randomization: sort, so a retry in a new process matches.
+        items = [_canonical(v) for v in value]
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)

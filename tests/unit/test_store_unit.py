@@ -550,3 +550,15 @@ def test_finish_task_forgets_the_lock_even_when_the_query_fails(connect):
     with pytest.raises(SchemaMissing):
         store.finish_task(7, completed=True)
     assert store._held == set()
+
+
+def test_content_hash_of_a_set_is_the_same_in_every_process():
+    import subprocess
+    import sys
+
+    code = ("from jr_checkpoint.store import content_hash; "
+            "print(content_hash({'files': {'a.py', 'b.py', 'c.py', 'd.py'}}))")
+    hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={"PYTHONHASHSEED": str(seed)}, check=True).stdout
+              for seed in (1, 2, 3, 4)}
+    assert len(hashes) == 1
