@@ -1,6 +1,6 @@
-"""The SQL the package sends: ``schema.sql`` and the named queries of ``queries.sql``.
+"""The SQL the package sends: ``schema.sql``, the named queries of ``queries.sql`` and ``reports.sql``.
 
-Both are read once, at import, with :mod:`importlib.resources`, so they travel inside a wheel.
+All are read once, at import, with :mod:`importlib.resources`, so they travel inside a wheel.
 """
 
 from __future__ import annotations
@@ -59,4 +59,5 @@ def expected_columns(schema: str) -> dict[str, dict[str, str]]:
 
 SCHEMA = read("schema.sql")
 QUERIES = parse_queries(read("queries.sql"))
+REPORTS = parse_queries(read("reports.sql"))  # the command line's reports, prune, demo
 TABLES = expected_columns(SCHEMA)

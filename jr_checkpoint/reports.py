@@ -1,0 +1,203 @@
+"""What the command line shows about the ledger: status, stats, prune; durations; tables.
+
+The figures are computed by PostgreSQL (``sql/reports.sql``); this module only fetches them
+and lays them out as lines of text. It never prints: ``cli.py`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+
+from .dsn import DEFAULT_CONNECT_TIMEOUT, Target, first_line
+from .errors import ConfigurationError, SchemaMissing, StoreError
+from .sql import REPORTS
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+)([smhd])")
+
+PRUNE_BATCH = 1000
+
+
+def parse_duration(text: str) -> int:
+    """``30s``, ``15m``, ``2h``, ``7d`` -> seconds; anything else is a ConfigurationError."""
+    match = _DURATION.fullmatch(text.strip().lower()) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigurationError(
+            f"bad duration {text!r}: use a whole number and s, m, h or d (e.g. 30s, 15m, 2h, 7d)"
+        )
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+# -- the database ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def cursor(target: Target, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> Iterator[Any]:
+    """An autocommit cursor: each statement is its own transaction. Errors become StoreErrors."""
+    conn = target.connect(connect_timeout)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    except psycopg2.errors.UndefinedTable as exc:
+        raise SchemaMissing(
+            f"the checkpoint tables do not exist at {target.describe()}: run `jr-checkpoint migrate`"
+        ) from exc
+    except psycopg2.Error as exc:
+        raise StoreError(f"query failed at {target.describe()}: {first_line(exc)}") from exc
+    finally:
+        conn.close()
+
+
+def _rows(cur: Any, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    cur.execute(REPORTS[name], params)
+    columns = [column.name for column in cur.description]
+    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def stats(target: Target, since_seconds: int | None = None, *, limit: int = 5,
+          connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> dict[str, Any]:
+    """Per step type, then the slowest and the most-failing steps, over the window (or all time)."""
+    params = {"seconds": since_seconds, "limit": limit}
+    with cursor(target, connect_timeout) as cur:
+        cur.execute(REPORTS["stats_by_type"], params)
+        by_type = [
+            dict(zip(("step_type", "is_total", "steps", "success_pct", "rerun", "failing",
+                      "p50_ms", "p95_ms"), row, strict=True))
+            for row in cur.fetchall()
+        ]
+        slowest = _rows(cur, "stats_slowest", params)
+        failing = _rows(cur, "stats_failing", params)
+    total, types = None, []
+    for row in by_type:
+        if row.pop("is_total"):
+            total = row if row["steps"] else None  # an empty ledger still has its total row
+        else:
+            types.append(row)
+    return {"since_seconds": since_seconds, "by_type": types, "total": total,
+            "slowest": slowest, "failing": failing}
+
+
+def prune(target: Target, older_than_seconds: int, *, batch: int = PRUNE_BATCH,
+          progress: Callable[[int], None] | None = None,
+          connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> int:
+    """Delete the step history of finished tasks idle for longer than that; return the row count.
+
+    Batches of ``batch`` rows, each its own transaction, so no lock is held for long.
+    """
+    deleted = 0
+    with cursor(target, connect_timeout) as cur:
+        cur.execute(REPORTS["prune_cutoff"], {"seconds": older_than_seconds})
+        (cutoff,) = cur.fetchone()
+        while True:
+            cur.execute(REPORTS["prune_batch"], {"cutoff": cutoff, "batch": batch})
+            deleted += cur.rowcount
+            if progress is not None and cur.rowcount:
+                progress(deleted)
+            if cur.rowcount < batch:
+                return deleted
+
+
+def next_demo_task_id(target: Target) -> int:
+    with cursor(target) as cur:
+        cur.execute(REPORTS["next_demo_task_id"])
+        return int(cur.fetchone()[0])
+
+
+# -- text --------------------------------------------------------------------------------------
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[int] = ()) -> list[str]:
+    """Columns padded to their widest cell; the columns numbered in ``right`` are right-aligned."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if i in right else v.ljust(w)
+                 for i, (v, w) in enumerate(zip(values, widths, strict=True))]
+        return "  ".join(parts).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(row) for row in cells)]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _when(value: Any) -> str:
+    """An ISO timestamp from row_to_json, to the second."""
+    return str(value or "").replace("T", " ")[:19]
+
+
+def status_lines(task: dict[str, Any]) -> list[str]:
+    """A task as ``load_task`` returns it: a summary line, the step table, the errors."""
+    steps = task["steps"]
+    lines = [_summary(task["task_id"], task["checkpoint"], steps), ""]
+    rows = [(s["step_number"], s["step_type"], s["target_file"], s["execution_result"],
+             s["execution_time_ms"], _when(s["updated_at"])) for s in steps]
+    if rows:
+        lines += table(("step", "type", "target", "result", "ms", "when"), rows, right=(0, 4))
+    for s in steps:
+        if s["execution_result"] != "success" and s["error_detail"]:
+            first = str(s["error_detail"]).strip().splitlines() or [""]
+            lines.append(f"step {s['step_number']} {s['execution_result']}: {first[0]}")
+    return lines
+
+
+def _summary(task_id: int, checkpoint: dict[str, Any] | None, steps: list[dict[str, Any]]) -> str:
+    ok = sum(1 for s in steps if s["execution_result"] == "success")
+    recorded = f"{len(steps)} step(s) recorded, {ok} succeeded"
+    if checkpoint is None:
+        return f"task {task_id}: {recorded}; no checkpoint row (finished, or never started)"
+    data = checkpoint.get("checkpoint_data") or {}
+    attempts = data.get("attempts") if isinstance(data, dict) else None
+    total = checkpoint.get("total_steps")
+    last = checkpoint["last_completed_step"]
+    of = f" of {total}" if total is not None else ""
+    return (f"task {task_id}: unfinished; {recorded}; checkpoint: attempt {attempts or '?'}, "
+            f"resume at step {last + 1}{of} (last_completed_step={last}), "
+            f"updated {_when(checkpoint.get('updated_at'))}")
+
+
+def stats_lines(report: dict[str, Any]) -> list[str]:
+    since = report["since_seconds"]
+    window = "all time" if since is None else f"the last {_duration_text(since)}"
+    total = report["total"]
+    if total is None:
+        return [f"no steps recorded ({window})"]
+    lines = [f"{total['steps']} step(s) recorded ({window})", ""]
+    rows = [(r["step_type"], r["steps"], f"{r['success_pct']:.1f}%", r["rerun"], r["failing"],
+             r["p50_ms"], r["p95_ms"]) for r in [*report["by_type"], {**total, "step_type": "all"}]]
+    lines += table(("type", "steps", "success", "re-run", "failing", "p50 ms", "p95 ms"), rows,
+                   right=(1, 2, 3, 4, 5, 6))
+    lines += ["", "re-run: succeeded on a later attempt after failing (or after its content changed)"]
+    if report["slowest"]:
+        lines += ["", "slowest steps:"]
+        lines += table(("task", "step", "type", "target", "result", "ms"),
+                       [tuple(r.values()) for r in report["slowest"]], right=(0, 1, 5))
+    if report["failing"]:
+        lines += ["", "most-failing steps (failing now, or succeeded only on a re-run):"]
+        lines += table(("type", "target", "failing", "re-run", "of", "last error"),
+                       [(r["step_type"], r["target_file"], r["failing"], r["rerun"], r["steps"],
+                         r["last_error"]) for r in report["failing"]], right=(2, 3, 4))
+    return lines
+
+
+def _duration_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+__all__ = ["PRUNE_BATCH", "cursor", "next_demo_task_id", "parse_duration", "prune", "stats",
+           "stats_lines", "status_lines", "table"]
