@@ -1,0 +1,185 @@
+"""Retry escalation on a real PostgreSQL: ``max_attempts`` and ``on_exhausted``.
+
+The task's checkpoint counts attempts. A task still unfinished when it starts attempt
+``max_attempts + 1`` runs no step: ``on_exhausted(task_id, checkpoint)`` is called, the lock
+released, and ``TaskExhaustedError`` raised.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg2
+import pytest
+
+import jr_checkpoint
+from jr_checkpoint import CheckpointStore, TaskExhaustedError, checkpointed_steps
+from tests.conftest import query
+
+FLAKY = [{"type": "write", "path": "a.txt", "content": "a"},
+         {"type": "search_replace", "path": "config.txt", "search": "old", "replace": "new"}]
+
+
+@pytest.fixture
+def store(dsn):
+    value = CheckpointStore(dsn)
+    yield value
+    value.close()
+
+
+@pytest.fixture
+def make_executor(host_path, tmp_path):
+    """make_executor(task_id, **options): the stand-in's TaskExecutor, checkpointed with options."""
+    from jr_executor.task_executor import TaskExecutor
+
+    def make(task_id, **options):
+        class Checkpointed(TaskExecutor):
+            execute_steps = checkpointed_steps(**options)(TaskExecutor.execute_steps)
+
+        executor = Checkpointed(tmp_path)
+        executor._current_task_id = task_id
+        return executor
+
+    (tmp_path / "config.txt").write_text("nothing to replace yet\n")
+    return make
+
+
+def test_the_attempt_after_the_last_escalates_instead_of_running(make_executor, store, dsn):
+    calls = []
+    options = {"store": store, "max_attempts": 3,
+               "on_exhausted": lambda task_id, checkpoint: calls.append((task_id, checkpoint))}
+    for attempt in (1, 2, 3):
+        executor = make_executor(11, **options)
+        results = executor.execute_steps(FLAKY)
+        assert results[-1]["success"] is False, attempt
+        assert [s["type"] for s in executor.executed] == (
+            ["write", "search_replace"] if attempt == 1 else ["search_replace"])
+    assert calls == []
+
+    executor = make_executor(11, **options)
+    with pytest.raises(TaskExhaustedError, match="task 11 is unfinished after 3 attempt"):
+        executor.execute_steps(FLAKY)
+    assert executor.executed == []  # no step ran
+    ((task_id, checkpoint),) = calls
+    assert task_id == 11
+    assert checkpoint["checkpoint_data"]["attempts"] == 4
+    assert checkpoint["last_completed_step"] == 0
+    assert checkpoint["total_steps"] == 2
+
+    other = CheckpointStore(dsn)  # the lock was released
+    try:
+        assert other.try_lock_task(11)
+    finally:
+        other.close()
+
+
+def test_every_later_attempt_escalates_again(make_executor, store):
+    calls = []
+    options = {"store": store, "max_attempts": 1, "on_exhausted": lambda *args: calls.append(args)}
+    make_executor(12, **options).execute_steps(FLAKY)
+    for _ in range(2):
+        with pytest.raises(TaskExhaustedError):
+            make_executor(12, **options).execute_steps(FLAKY)
+    assert [checkpoint["checkpoint_data"]["attempts"] for _, checkpoint in calls] == [2, 3]
+
+
+def test_without_a_limit_a_task_is_retried_for_ever(make_executor, store):
+    for _ in range(6):
+        executor = make_executor(13, store=store)
+        executor.execute_steps(FLAKY)
+        assert [s["type"] for s in executor.executed][-1] == "search_replace"
+    assert store.get_last_checkpoint(13)["checkpoint_data"]["attempts"] == 6
+
+
+def test_a_task_that_finishes_starts_counting_again(make_executor, store, tmp_path):
+    options = {"store": store, "max_attempts": 2}
+    make_executor(14, **options).execute_steps(FLAKY)
+    (tmp_path / "config.txt").write_text("old\n")
+    results = make_executor(14, **options).execute_steps(FLAKY)  # attempt 2 finishes the task
+    assert [r.get("skipped", False) for r in results] == [True, False]
+    assert store.get_last_checkpoint(14) is None
+
+    changed = [*FLAKY[:1], {"type": "fail", "error": "a new step"}]
+    for _ in range(2):  # attempts 1 and 2 of the task's new life both run
+        assert make_executor(14, **options).execute_steps(changed)[-1]["success"] is False
+    with pytest.raises(TaskExhaustedError):
+        make_executor(14, **options).execute_steps(changed)
+
+
+def test_attempts_that_crashed_count_too(make_executor, store):
+    for _ in range(2):  # two attempts that died before recording anything
+        store.begin_attempt(15, 2)
+    executor = make_executor(15, store=store, max_attempts=2)
+    with pytest.raises(TaskExhaustedError):
+        executor.execute_steps(FLAKY)
+    assert executor.executed == []
+
+
+def test_a_failing_on_exhausted_propagates_and_still_runs_no_step(make_executor, store, dsn):
+    def broken(task_id, checkpoint):
+        raise RuntimeError("dead-letter queue is down")
+
+    make_executor(16, store=store, max_attempts=1).execute_steps(FLAKY)
+    executor = make_executor(16, store=store, max_attempts=1, on_exhausted=broken)
+    with pytest.raises(RuntimeError, match="dead-letter queue is down"):
+        executor.execute_steps(FLAKY)
+    assert executor.executed == []
+    other = CheckpointStore(dsn)
+    try:
+        assert other.try_lock_task(16)  # released all the same
+    finally:
+        other.close()
+
+
+# -- the README's dead-letter example, as written there --------------------------------------
+
+DEAD_LETTERS = """
+CREATE TABLE IF NOT EXISTS jr_dead_letters (
+    task_id INTEGER PRIMARY KEY,
+    checkpoint JSONB,
+    at TIMESTAMP DEFAULT NOW()
+)"""
+
+
+def dead_letter(dsn):
+    """The README's on_exhausted: one row per exhausted task, in the host's database."""
+
+    def to_dead_letters(task_id, checkpoint):
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO jr_dead_letters (task_id, checkpoint) VALUES (%s, %s) "
+                    "ON CONFLICT (task_id) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, at = NOW()",
+                    (task_id, json.dumps(checkpoint, default=str)))
+        finally:
+            conn.close()
+
+    return to_dead_letters
+
+
+def test_exhausted_tasks_go_to_a_dead_letter_table_through_install(host_path, dsn, tmp_path):
+    query(dsn, DEAD_LETTERS)
+    (tmp_path / "config.txt").write_text("nothing to replace yet\n")
+    jr_checkpoint.install(dsn, max_attempts=2, on_exhausted=dead_letter(dsn))
+    try:
+        from jr_executor.task_executor import TaskExecutor
+
+        def attempt():
+            executor = TaskExecutor(tmp_path)
+            executor._current_task_id = 21
+            return executor.execute_steps(FLAKY)
+
+        attempt()
+        attempt()
+        assert query(dsn, "SELECT count(*) FROM jr_dead_letters") == [(0,)]
+        with pytest.raises(TaskExhaustedError):
+            attempt()
+        with pytest.raises(TaskExhaustedError):
+            attempt()
+    finally:
+        jr_checkpoint.uninstall()
+    ((task_id, checkpoint),) = query(dsn, "SELECT task_id, checkpoint FROM jr_dead_letters")
+    assert task_id == 21
+    assert checkpoint["checkpoint_data"]["attempts"] == 4
+    assert checkpoint["last_completed_step"] == 0
