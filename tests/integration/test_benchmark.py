@@ -1,0 +1,67 @@
+"""The benchmark still runs and writes every row. Its figures are never asserted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2.extensions
+import pytest
+
+from tests.conftest import query
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_checkpoint.py"
+STEPS = 50
+
+
+@pytest.fixture
+def dbos_database(dsn, pg_admin_dsn):
+    """The database the benchmark gives DBOS (it keeps it with --keep); dropped afterwards."""
+    ((name,),) = query(dsn, "SELECT current_database()")
+    name = f"{name}_jr_bench_dbos"
+    yield psycopg2.extensions.make_dsn(dsn, dbname=name)
+    conn = psycopg2.connect(pg_admin_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def test_benchmark_runs_every_configuration_and_leaves_every_row(dsn, dbos_database):
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--steps", str(STEPS), "--repeat", "1", "--dsn", dsn, "--keep"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for label in ("undecorated executor", "decorated, fresh task", "decorated, full resume",
+                  "the ledger's statement alone", "floor: one autocommit upsert per step",
+                  "DBOS Transact"):
+        line = next(line for line in out.splitlines() if line.startswith(label))
+        assert "(not run)" not in line
+    assert "every executed step has its row" in out
+    assert "targets:" in out
+
+    # The ledger: the fresh task and the bare statements wrote STEPS rows each (plus warm-ups).
+    counts = query(dsn, "SELECT count(*) FROM jr_step_rewards WHERE execution_result = 'success' "
+                        "GROUP BY task_id ORDER BY 1")
+    assert sorted(n for (n,) in counts if n == STEPS) == [STEPS, STEPS]
+    # The floor table: one upsert per step.
+    assert (STEPS,) in query(dsn, "SELECT count(*) FROM jr_bench_floor GROUP BY task_id")
+    # DBOS: one operation row per step of the measured workflow.
+    assert (STEPS,) in query(dbos_database, "SELECT count(*) FROM dbos.operation_outputs "
+                                            "GROUP BY workflow_uuid")
+
+
+def test_benchmark_cleans_up_after_itself_without_keep(dsn, dbos_database):
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--steps", "5", "--repeat", "1", "--dsn", dsn],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert query(dsn, "SELECT count(*) FROM jr_step_rewards") == [(0,)]
+    assert query(dsn, "SELECT to_regclass('jr_bench_floor') IS NULL") == [(True,)]
+    ((name,),) = query(dsn, "SELECT current_database()")
+    assert query(dsn, "SELECT count(*) FROM pg_database WHERE datname = %s",
+                 (f"{name}_jr_bench_dbos",)) == [(0,)]
