@@ -338,7 +338,7 @@ def report(times: dict[str, list[float]], steps: int) -> list[str]:
             lines.append(f"{label:<{width}}  {'(not run)':>9}")
             continue
         ratio = f"{per_step[name] / per_step['floor']:.2f}x" if name != "undecorated" else ""
-        lines.append(f"{label:<{width}}  {per_step[name]:>9.4f}  {ms[name]:>9.1f}  {ratio:>8}")
+        lines.append(f"{label:<{width}}  {per_step[name]:>9.4f}  {ms[name]:>9.1f}  {ratio:>8}".rstrip())
     return lines + [""] + targets(per_step)
 
 

@@ -90,15 +90,33 @@ def test_demo_creates_the_tables_when_missing(empty_dsn, capsys):
     assert query(empty_dsn, "SELECT count(*) FROM jr_step_rewards") == [(6,)]
 
 
-def test_demo_without_a_database_uses_the_embedded_server_and_keeps_its_data(no_host, tmp_path, capsys):
+def test_demo_without_a_database_uses_the_embedded_server_and_keeps_its_data(no_host, tmp_path, capsys,
+                                                                             monkeypatch):
     data_dir = tmp_path / "pgdata"
-    assert cli.main(["demo", "--data-dir", str(data_dir)]) == 0
+    monkeypatch.setattr(embedded, "default_data_dir", lambda: data_dir)
+    assert cli.main(["demo"]) == 0
     out = capsys.readouterr().out
     assert f"data kept in {data_dir}" in out
+    assert "the ledger: jr-checkpoint status -1" in out
     assert final_config(out) == demo.FINAL_CONFIG
     assert embedded.has_data(data_dir)
     assert not (data_dir / "postmaster.pid").exists()  # stopped when the demo ended
-    with embedded.server(data_dir) as target:  # and the history is there on the next start
+
+    # With no database configured, status finds the demo's history on its embedded server.
+    assert cli.main(["status", "-1"]) == 0
+    out, err = capsys.readouterr()
+    assert f"using the demo's embedded PostgreSQL in {data_dir}" in err
+    assert out.startswith("task -1: 6 step(s) recorded, 6 succeeded; no checkpoint row")
+    assert not (data_dir / "postmaster.pid").exists()
+
+
+def test_demo_data_dir_option(no_host, tmp_path, capsys):
+    data_dir = tmp_path / "elsewhere"
+    assert cli.main(["demo", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"data kept in {data_dir}" in out
+    assert "jr-checkpoint status" not in out  # status would not look there
+    with embedded.server(data_dir) as target:
         rows = query(embedded.database_uri(target, "postgres"),
                      "SELECT count(*) FROM jr_step_rewards WHERE task_id = -1")
     assert rows == [(6,)]
