@@ -24,7 +24,7 @@ import psycopg2.errors
 
 from . import dsn as dsn_module
 from .errors import CheckpointError, DatabaseUnavailable, SchemaMissing, StoreError
-from .sql import QUERIES
+from .sql import QUERIES, prepared
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ MAX_TEXT_BYTES = 8 * 1024
 _STEP_TYPE_CHARS = 50  # VARCHAR(50) in the seed's schema
 _INT4_MAX = 2**31 - 1
 _TRUNCATED = "\n...[truncated by jr-checkpoint]"
+
+#: Statements sent once per step: parsed and planned once per connection, not once per step.
+PREPARED = {name: prepared(QUERIES[name]) for name in ("record_step",)}
 
 
 def _canonical(value: Any) -> Any:
@@ -121,6 +124,8 @@ class CheckpointStore:
         self._pid = os.getpid()
         self._held: set[int] = set()  # tasks whose advisory lock this store holds
         self._orphans: list[Any] = []  # a parent's connections, kept so a child never closes them
+        self._prepared: dict[str, str] = {}  # query name -> prepared statement on this connection
+        self._prepare_count = 0
         self.round_trips = 0
 
     # -- connection -------------------------------------------------------------------------
@@ -145,6 +150,7 @@ class CheckpointStore:
             conn = self.target.connect(self.connect_timeout)
             conn.autocommit = True
             self._conn = conn
+            self._prepared.clear()
             if reopened and self._held:
                 self._retake_locks()
         return self._conn
@@ -182,7 +188,7 @@ class CheckpointStore:
                 try:
                     with conn.cursor() as cur:
                         self.round_trips += 1
-                        cur.execute(QUERIES[name], params)
+                        self._execute(cur, name, params)
                         if fetch == "one":
                             return cur.fetchone()
                         if fetch == "all":
@@ -207,6 +213,24 @@ class CheckpointStore:
                     # ValueError: psycopg2 refuses some values (NUL bytes) before sending them.
                     raise StoreError(f"{name} failed: {dsn_module.first_line(exc)}") from exc
         raise AssertionError("unreachable")
+
+    def _execute(self, cur: Any, name: str, params: Mapping[str, Any] | None) -> None:
+        """Execute a named query; a prepared one is prepared in the same round trip, first time."""
+        if name not in PREPARED:
+            cur.execute(QUERIES[name], params)
+            return
+        body, arguments = PREPARED[name]
+        handle = self._prepared.pop(name, None)  # put back only once it has worked
+        if handle is not None:
+            sql = f"EXECUTE {handle} ({arguments})"
+        else:
+            # PREPARE is not undone by a failed transaction: a fresh name after any failure
+            # never collides with a statement that was prepared before the error.
+            self._prepare_count += 1
+            handle = f"jr_checkpoint_{name}_{self._prepare_count}"
+            sql = f"PREPARE {handle} AS {body};\nEXECUTE {handle} ({arguments})"
+        cur.execute(sql, params)
+        self._prepared[name] = handle
 
     # -- task lock --------------------------------------------------------------------------
 

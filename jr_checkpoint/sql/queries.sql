@@ -45,6 +45,7 @@ SELECT
 
 -- name: record_step
 -- One statement, so one round trip and one transaction: the step's row and the task's checkpoint.
+-- The per-step statement: the store sends it as a server-side prepared statement.
 WITH step AS (
     INSERT INTO jr_step_rewards AS r
         (task_id, step_number, step_type, target_file, step_content_hash,
@@ -62,7 +63,9 @@ WITH step AS (
     RETURNING task_id
 )
 INSERT INTO jr_task_checkpoints AS t (task_id, last_completed_step, total_steps, checkpoint_data)
-SELECT task_id, %(last_completed_step)s, %(total_steps)s, %(checkpoint_data)s::jsonb FROM step
+SELECT task_id, %(last_completed_step)s::integer, %(total_steps)s::integer,
+       %(checkpoint_data)s::jsonb
+FROM step
 ON CONFLICT (task_id) DO UPDATE SET
     last_completed_step = EXCLUDED.last_completed_step,
     total_steps = COALESCE(EXCLUDED.total_steps, t.total_steps),

@@ -381,3 +381,21 @@ def test_seed_trio_on_a_database_without_the_tables(empty_dsn, caplog):
     assert len(warnings) == 3
     assert warnings[0].startswith("[JrQueue] Failed to save checkpoint for task 5: the checkpoint tables")
     assert all(w.endswith("run `jr-checkpoint migrate`") for w in warnings)
+
+
+def test_the_per_step_statement_is_prepared_once_and_survives_a_failure(store, dsn):
+    def prepared_names():
+        with store._conn.cursor() as cur:
+            cur.execute("SELECT name FROM pg_prepared_statements ORDER BY name")
+            return [name for (name,) in cur.fetchall()]
+
+    store.record_step(7, 0, execution_result="success")
+    store.record_step(7, 1, execution_result="success")
+    assert prepared_names() == ["jr_checkpoint_record_step_1"]
+    with pytest.raises(StoreError):
+        store.record_step(7, 2, execution_result="x" * 21)  # fails inside EXECUTE
+    store.record_step(7, 2, execution_result="failed")
+    store.record_step(7, 3, execution_result="success")
+    assert prepared_names() == ["jr_checkpoint_record_step_1", "jr_checkpoint_record_step_2"]
+    assert [row["execution_result"] for row in step_rows(dsn, 7)] == ["success", "success", "failed",
+                                                                      "success"]

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import pathlib
+import re
 from datetime import date
 
 import psycopg2
@@ -180,8 +181,13 @@ class FakeConnection:
 
     @property
     def names(self):
+        """The named query behind each statement sent; a prepared one by its query's name too."""
         by_text = {text: name for name, text in QUERIES.items()}
-        return [by_text.get(sql, sql) for sql, _ in self.executed]
+        names = []
+        for sql, _ in self.executed:
+            prepared = re.match(r"(?:PREPARE|EXECUTE) jr_checkpoint_(\w+?)_\d+ ", sql)
+            names.append(by_text.get(sql) or (prepared and prepared.group(1)) or sql)
+        return names
 
 
 DSN = "host=db.invalid port=6000 dbname=ledger password=s3cret-pw"
@@ -227,7 +233,7 @@ def test_record_step_is_one_statement_with_bounded_values(connect):
                       last_completed_step=2, total_steps=9, checkpoint_data={"b": 1, "a": (1, 2)})
     store.record_step(7, 4, execution_result="success", execution_time_ms=2**40)
     (sql, params), (_, second) = conn.executed
-    assert sql == QUERIES["record_step"]
+    assert conn.names == ["record_step", "record_step"]
     assert params == {
         "task_id": 7, "step_number": 3, "step_type": "t" * 50, "target_file": "a\\x00b",
         "content_hash": "h" * 64, "execution_result": "error", "execution_time_ms": 0,
@@ -562,3 +568,19 @@ def test_content_hash_of_a_set_is_the_same_in_every_process():
                              env={"PYTHONHASHSEED": str(seed)}, check=True).stdout
               for seed in (1, 2, 3, 4)}
     assert len(hashes) == 1
+
+
+def test_the_per_step_statement_is_prepared_once_per_connection(connect):
+    first, second = FakeConnection(), FakeConnection()
+    connect.side_effect = [first, second]
+    store = CheckpointStore(DSN)
+    record(store, 0)
+    record(store, 1)
+    sent = [sql for sql, _ in first.executed]
+    assert sent[0].startswith("PREPARE jr_checkpoint_record_step_1 AS ")
+    assert "\nEXECUTE jr_checkpoint_record_step_1 (%(task_id)s, %(step_number)s," in sent[0]
+    assert sent[1].startswith("EXECUTE jr_checkpoint_record_step_1 (")
+    assert "$1" in sent[0] and "%(task_id)s" not in sent[0].split("\nEXECUTE")[0]
+    first.closed = 2  # the server dropped it: a new connection prepares again, under a new name
+    record(store, 2)
+    assert second.executed[0][0].startswith("PREPARE jr_checkpoint_record_step_2 AS ")
