@@ -142,6 +142,7 @@ class _Run:
         self.locked = False
         self.lost_connection = False
         self.succeeded: set[int] = set()
+        self.resume_at = 0  # the first step not known to have succeeded
 
     # -- fail-open --------------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class _Run:
             self._degrade(exc, "loading the checkpoint")
             return
         self.succeeded = {n for n, rec in self.state.steps.items() if rec.execution_result == SUCCESS}
+        self._advance_resume_point()
         self._check_attempts()
 
     def _check_attempts(self) -> None:
@@ -186,14 +188,19 @@ class _Run:
             self.task_id, self.state.attempt, limit,
             extra={"action": "task_exhausted", "task_id": self.task_id},
         )
+        message = f"task {self.task_id} is unfinished after {limit} attempt(s); not running it again"
         try:
             if self.options.on_exhausted is not None:
                 self.options.on_exhausted(self.task_id, checkpoint)
+        except Exception as exc:  # the escalation failed: still exhausted, with the cause attached
+            raise TaskExhaustedError(f"{message} (on_exhausted failed: {exc})") from exc
         finally:
             self.finish(completed=False)
-        raise TaskExhaustedError(
-            f"task {self.task_id} is unfinished after {limit} attempt(s); not running it again"
-        )
+        raise TaskExhaustedError(message)
+
+    def _advance_resume_point(self) -> None:
+        while self.resume_at in self.succeeded:
+            self.resume_at += 1
 
     def all_succeeded(self) -> bool:
         steps = self.steps
@@ -260,21 +267,20 @@ class _Run:
                 error: Any) -> None:
         if outcome == SUCCESS:
             self.succeeded.add(number)
+            self._advance_resume_point()
         else:
             self.succeeded.discard(number)
+            self.resume_at = min(self.resume_at, number)
         if self.degraded:
             return
-        resume_at = 0
-        while resume_at in self.succeeded:
-            resume_at += 1
         step_type, target_file = _describe_step(step)
         try:
             self.store.record_step(
                 self.task_id, number,
                 execution_result=outcome, step_type=step_type, target_file=target_file,
                 content_hash=digest, execution_time_ms=elapsed_ms, error_detail=error,
-                last_completed_step=resume_at - 1, total_steps=self.steps.total,
-                checkpoint_data={"attempts": self.state.attempt, "resume_at": resume_at},
+                last_completed_step=self.resume_at - 1, total_steps=self.steps.total,
+                checkpoint_data={"attempts": self.state.attempt, "resume_at": self.resume_at},
             )
         except Exception as exc:  # a failed record never fails the step
             self._degrade(exc, f"recording step {number}")

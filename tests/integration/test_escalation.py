@@ -115,14 +115,15 @@ def test_attempts_that_crashed_count_too(make_executor, store):
     assert executor.executed == []
 
 
-def test_a_failing_on_exhausted_propagates_and_still_runs_no_step(make_executor, store, dsn):
+def test_a_failing_on_exhausted_is_still_exhausted_and_runs_no_step(make_executor, store, dsn):
     def broken(task_id, checkpoint):
         raise RuntimeError("dead-letter queue is down")
 
     make_executor(16, store=store, max_attempts=1).execute_steps(FLAKY)
     executor = make_executor(16, store=store, max_attempts=1, on_exhausted=broken)
-    with pytest.raises(RuntimeError, match="dead-letter queue is down"):
+    with pytest.raises(TaskExhaustedError, match="on_exhausted failed: dead-letter queue is down") as caught:
         executor.execute_steps(FLAKY)
+    assert isinstance(caught.value.__cause__, RuntimeError)
     assert executor.executed == []
     other = CheckpointStore(dsn)
     try:

@@ -388,3 +388,27 @@ def test_a_step_retried_in_place_by_the_host_keeps_its_number(store):
         assert 1 not in store.checkpoints  # complete: the retried step ended a success
     finally:
         unhook_execute()
+
+
+def test_last_completed_step_is_the_end_of_the_unbroken_run_of_successes(store):
+    class Host(Executor):
+        @checkpointed_steps(store=store)
+        def execute_steps(self, steps, saga_tx=None):
+            return [self.execute(step) for step in steps]  # runs on past a failure
+
+    try:
+        marks = []
+        original = store.record_step
+
+        def spy(task_id, number, **fields):
+            marks.append((number, fields["last_completed_step"], fields["checkpoint_data"]["resume_at"]))
+            original(task_id, number, **fields)
+
+        store.record_step = spy
+        Host().execute_steps([{"i": 0}, {"i": 1, "fail": True}, {"i": 2}])
+        assert marks == [(0, 0, 1), (1, 0, 1), (2, 0, 1)]
+        marks.clear()
+        Host().execute_steps([{"i": 0}, {"i": 1}, {"i": 2}])  # step 1 fixed; 0 and 2 skipped
+        assert marks == [(1, 2, 3)]
+    finally:
+        unhook_execute()
