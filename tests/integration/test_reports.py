@@ -220,3 +220,19 @@ def test_prune_command_says_how_many_rows_went(store, dsn, capsys):
     assert capsys.readouterr().out.startswith("pruned 2 step row(s) of finished tasks untouched for "
                                               "more than 1d")
     assert query(dsn, "SELECT count(*) FROM jr_step_rewards") == [(0,)]
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(dsn):
+    import subprocess
+    import sys
+
+    store = CheckpointStore(dsn)
+    try:
+        for number in range(1500):
+            store.record_step(31, number, execution_result="success", target_file="f" * 40)
+    finally:
+        store.close()
+    command = f"'{sys.executable}' -m jr_checkpoint status 31 --json --dsn '{dsn}' | head -c 20"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.stdout == '{\n  "task_id": 31,\n  '[:20]
+    assert done.stderr == ""
