@@ -112,14 +112,24 @@ def empty_dsn(pg_admin_dsn):
         yield value
 
 
+def _host_modules() -> list[str]:
+    return [name for name in sys.modules if name.split(".")[0] in ("jr_executor", "lib")]
+
+
 @pytest.fixture
 def host_path(monkeypatch):
-    """Make the host stand-in importable (jr_executor, lib) and forget any earlier import."""
-    monkeypatch.syspath_prepend(str(HOST_ROOT))
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("jr_executor", "lib"):
-            monkeypatch.delitem(sys.modules, name)
-    return HOST_ROOT
+    """Make the host stand-in importable (jr_executor, lib), fresh, and gone again afterwards.
+
+    sys.path is a copy for the test: the stand-in puts its root on sys.path itself, as the
+    host does, and must not leave it there (a leftover lib.secrets_loader would change what
+    dsn.resolve() finds in later tests).
+    """
+    monkeypatch.setattr(sys, "path", [str(HOST_ROOT), *sys.path])
+    for name in _host_modules():
+        monkeypatch.delitem(sys.modules, name)
+    yield HOST_ROOT
+    for name in _host_modules():
+        del sys.modules[name]
 
 
 def query(dsn_value: str, sql: str, params=None):
