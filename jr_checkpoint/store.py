@@ -43,24 +43,41 @@ PREPARED = {name: prepared(QUERIES[name]) for name in ("record_step",)}
 
 
 def _canonical(value: Any) -> Any:
-    """A JSON-ready copy: keys as strings, tuples as lists, anything else rendered with ``str``."""
+    """A JSON-ready copy: keys as strings, tuples as lists, anything else rendered with ``str``.
+
+    Only needed when a mapping's keys are of types that cannot be sorted together.
+    """
     if isinstance(value, Mapping):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     if isinstance(value, (set, frozenset)):
-        # str() of a set follows hash randomization: sort, so a retry in a new process matches.
-        items = [_canonical(v) for v in value]
-        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+        return _json_default(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
 
 
+def _json_default(value: Any) -> Any:
+    """What JSON cannot hold: a set as a sorted list (str() of a set follows hash
+    randomization, and a retry in a new process must match), anything else as ``str``."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=canonical_json)
+    return str(value)
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, compact separators, values JSON cannot hold rendered with ``str``."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+    except TypeError:  # keys of mixed types cannot be sorted: make them all strings first
+        return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"),
+                          default=_json_default)
+
+
 def content_hash(step: Any) -> str:
     """SHA-256 hex of the step's canonical JSON (sorted keys, compact separators)."""
-    text = json.dumps(_canonical(step), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(step).encode("utf-8")).hexdigest()
 
 
 def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
@@ -398,9 +415,7 @@ class CheckpointStore:
 
 
 def _json(value: Mapping[str, Any] | None) -> str | None:
-    if value is None:
-        return None
-    return json.dumps(_canonical(value), separators=(",", ":"))
+    return None if value is None else canonical_json(value)
 
 
 __all__ = [

@@ -238,7 +238,7 @@ def test_record_step_is_one_statement_with_bounded_values(connect):
         "task_id": 7, "step_number": 3, "step_type": "t" * 50, "target_file": "a\\x00b",
         "content_hash": "h" * 64, "execution_result": "error", "execution_time_ms": 0,
         "error_detail": "e" * (MAX_TEXT_BYTES - len(SUFFIX)) + SUFFIX,
-        "last_completed_step": 2, "total_steps": 9, "checkpoint_data": '{"b":1,"a":[1,2]}',
+        "last_completed_step": 2, "total_steps": 9, "checkpoint_data": '{"a":[1,2],"b":1}',
     }
     assert second["execution_time_ms"] == 2**31 - 1
     assert second["step_type"] == "unknown"
