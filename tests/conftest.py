@@ -132,6 +132,24 @@ def host_path(monkeypatch):
         del sys.modules[name]
 
 
+@pytest.fixture
+def store(dsn):
+    """A CheckpointStore on the test's database, closed afterwards."""
+    from jr_checkpoint import CheckpointStore
+
+    ledger = CheckpointStore(dsn)
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+def no_host(monkeypatch):
+    """No host secrets loader, so dsn.resolve() with nothing configured reaches libpq defaults."""
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != HOST_ROOT.resolve()])
+    for name in _host_modules():
+        monkeypatch.delitem(sys.modules, name)
+
+
 def query(dsn_value: str, sql: str, params=None):
     """Run one query on a fresh connection and return all rows."""
     with contextlib.closing(psycopg2.connect(dsn_value)) as conn, conn.cursor() as cur:

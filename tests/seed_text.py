@@ -39,3 +39,13 @@ def verification_snippet() -> str:
     match = _SNIPPET.search(SEED.read_text(encoding="utf-8"))
     assert match, "the seed's verification snippet was not found"
     return match["code"]
+
+
+_DDL = re.compile(r'cur\.execute\("""\n(?P<sql>.*?)"""\)', re.S)
+
+
+def seed_ddl() -> str:
+    """The SQL of the seed's Step 1 migration: its two ``cur.execute(\"\"\"...\"\"\")`` bodies."""
+    bodies = [m["sql"] for m in _DDL.finditer(SEED.read_text(encoding="utf-8"))]
+    assert len(bodies) == 2, "the seed's Step 1 DDL was not found"
+    return "\n".join(bodies)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,17 +10,7 @@ import jr_checkpoint
 from jr_checkpoint import cli, demo, embedded
 from jr_checkpoint.dsn import resolve
 from jr_checkpoint.errors import CheckpointError
-from tests.conftest import HOST_ROOT, query
-
-
-@pytest.fixture
-def no_host(monkeypatch):
-    """No host secrets loader: an earlier test may have left tests/host on sys.path."""
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != HOST_ROOT.resolve()])
-    for name in list(sys.modules):
-        if name.split(".")[0] == "lib":
-            monkeypatch.delitem(sys.modules, name)
-
+from tests.conftest import query
 
 ROW = re.compile(r"^\s*(\d)\s+(\S+)\s+(\S*)\s+(.+?)\s{2,}(.+)$")
 

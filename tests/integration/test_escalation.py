@@ -21,13 +21,6 @@ FLAKY = [{"type": "write", "path": "a.txt", "content": "a"},
 
 
 @pytest.fixture
-def store(dsn):
-    value = CheckpointStore(dsn)
-    yield value
-    value.close()
-
-
-@pytest.fixture
 def make_executor(host_path, tmp_path):
     """make_executor(task_id, **options): the stand-in's TaskExecutor, checkpointed with options."""
     from jr_executor.task_executor import TaskExecutor

@@ -19,6 +19,7 @@ from jr_checkpoint.dsn import resolve
 from jr_checkpoint.errors import DatabaseUnavailable
 from jr_checkpoint.store import CheckpointStore
 from tests.conftest import query
+from tests.seed_text import seed_ddl
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "create_checkpoint_tables.py"
@@ -31,43 +32,8 @@ CREATED = [
     "[Checkpoint Migration] Done — For Seven Generations",
 ]
 
-# The seed's Step 1, verbatim: the reference the migration must reproduce.
-SEED_DDL = """
-        CREATE TABLE IF NOT EXISTS jr_step_rewards (
-            id SERIAL PRIMARY KEY,
-            task_id INTEGER NOT NULL,
-            step_number INTEGER NOT NULL,
-            step_type VARCHAR(50),
-            target_file TEXT,
-            step_content_hash VARCHAR(64),
-            execution_result VARCHAR(20) NOT NULL DEFAULT 'pending',
-            execution_time_ms INTEGER,
-            error_detail TEXT,
-            created_at TIMESTAMP DEFAULT NOW(),
-            updated_at TIMESTAMP DEFAULT NOW(),
-            UNIQUE(task_id, step_number)
-        );
-
-        CREATE INDEX IF NOT EXISTS idx_step_rewards_task
-            ON jr_step_rewards(task_id);
-
-        CREATE INDEX IF NOT EXISTS idx_step_rewards_result
-            ON jr_step_rewards(execution_result);
-
-        CREATE TABLE IF NOT EXISTS jr_task_checkpoints (
-            id SERIAL PRIMARY KEY,
-            task_id INTEGER NOT NULL,
-            last_completed_step INTEGER NOT NULL DEFAULT 0,
-            total_steps INTEGER,
-            checkpoint_data JSONB,
-            created_at TIMESTAMP DEFAULT NOW(),
-            updated_at TIMESTAMP DEFAULT NOW(),
-            UNIQUE(task_id)
-        );
-
-        CREATE INDEX IF NOT EXISTS idx_checkpoints_task
-            ON jr_task_checkpoints(task_id);
-"""
+# The seed's Step 1, verbatim from the seed: the reference the migration must reproduce.
+SEED_DDL = seed_ddl()
 
 
 def run_cli(capsys, *args: str) -> tuple[int, list[str], list[str]]:

@@ -12,13 +12,6 @@ from tests.conftest import query
 
 
 @pytest.fixture
-def store(dsn):
-    value = CheckpointStore(dsn)
-    yield value
-    value.close()
-
-
-@pytest.fixture
 def executor(host_path, store, tmp_path):
     """The host stand-in's TaskExecutor, checkpointed on the test's database."""
     from jr_executor.task_executor import TaskExecutor

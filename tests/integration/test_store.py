@@ -24,13 +24,6 @@ CHECKPOINT_COLUMNS = ("last_completed_step", "total_steps", "checkpoint_data", "
 SUFFIX = "\n...[truncated by jr-checkpoint]"
 
 
-@pytest.fixture
-def store(dsn):
-    ledger = CheckpointStore(dsn)
-    yield ledger
-    ledger.close()
-
-
 def step_rows(dsn: str, task_id: int) -> list[dict]:
     rows = query(dsn, f"SELECT {', '.join(STEP_COLUMNS)} FROM jr_step_rewards WHERE task_id = %s "
                       "ORDER BY step_number", (task_id,))

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
 from jr_checkpoint import cli, embedded, reports
 from jr_checkpoint.errors import ConfigurationError
-from tests.conftest import HOST_ROOT
-
-
-@pytest.fixture
-def no_host(monkeypatch):
-    """No host secrets loader: an earlier test may have left tests/host on sys.path."""
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != HOST_ROOT.resolve()])
-    for name in list(sys.modules):
-        if name.split(".")[0] == "lib":
-            monkeypatch.delitem(sys.modules, name)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
