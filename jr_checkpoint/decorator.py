@@ -143,6 +143,7 @@ class _Run:
         self.lost_connection = False
         self.succeeded: set[int] = set()
         self.resume_at = 0  # the first step not known to have succeeded
+        self.visited: set[int] = set()  # steps that reached execute() in this call
 
     # -- fail-open --------------------------------------------------------------------------
 
@@ -203,8 +204,17 @@ class _Run:
             self.resume_at += 1
 
     def all_succeeded(self) -> bool:
-        steps = self.steps
-        return steps.exhausted and all(n in self.succeeded for n in range(len(steps.items)))
+        """Every step a success: run or skipped in this call, or recorded with its content."""
+        if not self.steps.exhausted:
+            return False
+        for number, step in enumerate(self.steps.items):
+            if number not in self.succeeded:
+                return False
+            if number not in self.visited:  # the host never reached it: has it changed since?
+                record = self.state.steps.get(number)
+                if record is None or record.content_hash != content_hash(step):
+                    return False
+        return True
 
     def finish(self, completed: bool) -> None:
         """Release the task's lock; when every step succeeded, drop its checkpoint row."""
@@ -229,6 +239,7 @@ class _Run:
         number = self.steps.locate(step)
         if number is None:
             return execute(*args, **kwargs)
+        self.visited.add(number)
         digest = content_hash(step)
         if not self.degraded:
             record = self.state.steps.get(number)

@@ -412,3 +412,20 @@ def test_last_completed_step_is_the_end_of_the_unbroken_run_of_successes(store):
         assert marks == [(1, 2, 3)]
     finally:
         unhook_execute()
+
+
+def test_a_changed_step_the_host_never_reached_keeps_the_task_unfinished(store):
+    class Host(Executor):
+        @checkpointed_steps(store=store)
+        def execute_steps(self, steps, saga_tx=None):
+            return [self.execute(step) for step in steps if not step.get("later")]
+
+    try:
+        Host().execute_steps([{"i": 0, "fail": True}, {"i": 1}])
+        assert 1 in store.checkpoints
+        Host().execute_steps([{"i": 0}, {"i": 1, "later": True}])  # step 1 edited, not run
+        assert 1 in store.checkpoints  # not complete: step 1's recorded success is for other content
+        Host().execute_steps([{"i": 0}, {"i": 1}])  # step 1 as recorded, skipped
+        assert 1 not in store.checkpoints
+    finally:
+        unhook_execute()
