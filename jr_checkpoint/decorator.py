@@ -16,13 +16,14 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import wrapt
 
 from .errors import CheckpointError, DatabaseUnavailable, TaskExhaustedError, TaskLockedError
+from .steps import StepSequence
 from .store import ERROR, FAILED, SUCCESS, CheckpointStore, TaskState, content_hash, is_task_id
 
 logger = logging.getLogger(__name__)
@@ -63,61 +64,6 @@ def _store_for(options: Options) -> CheckpointStore:
         return _default_store
 
 
-class _Steps:
-    """The ``steps`` argument, numbered the way the seed's ``enumerate`` numbers it.
-
-    A list or tuple is left as it is; an iterator (a generator) is passed on as a generator
-    that remembers what it produced, so nothing is consumed ahead of the host.
-    """
-
-    def __init__(self, steps: Any):
-        self.cursor = 0
-        self.argument = steps
-        self.exhausted = True
-        if isinstance(steps, Iterator):
-            # Single pass: hand the host a generator that remembers what it produced.
-            self.items: list | Sequence = []
-            self.total: int | None = None
-            self.exhausted = False
-            self.argument = self._remember(steps)
-        elif isinstance(steps, Sequence):
-            self.items, self.total = steps, len(steps)
-        else:
-            # Another re-iterable container (a set, a view): numbered in its iteration order.
-            self.items = list(steps)
-            self.total = len(self.items)
-
-    def _remember(self, steps):
-        for item in steps:
-            self.items.append(item)
-            yield item
-        self.exhausted = True
-
-    def locate(self, step: Any) -> int | None:
-        """The position of ``step``: its next occurrence after the previous step's position.
-
-        Identity first (the same step object may appear twice), then equality (a host that
-        copies a step before running it). A step run again with no later occurrence is the
-        previous one again (a host that retries a step in place).
-        """
-        items = self.items
-        for i in range(self.cursor, len(items)):
-            if items[i] is step:
-                self.cursor = i + 1
-                return i
-        for i in range(self.cursor, len(items)):
-            try:
-                equal = bool(items[i] == step)
-            except Exception:
-                equal = False
-            if equal:
-                self.cursor = i + 1
-                return i
-        if self.cursor and items[self.cursor - 1] is step:
-            return self.cursor - 1
-        return None
-
-
 def _describe_step(step: Any) -> tuple[Any, Any]:
     """``step_type`` and ``target_file`` as the seed computes them; non-dict steps are 'unknown'."""
     if isinstance(step, Mapping):
@@ -128,7 +74,7 @@ def _describe_step(step: Any) -> tuple[Any, Any]:
 class _Run:
     """One decorated ``execute_steps`` call for one task."""
 
-    def __init__(self, instance: Any, task_id: int, steps: _Steps, store: CheckpointStore,
+    def __init__(self, instance: Any, task_id: int, steps: StepSequence, store: CheckpointStore,
                  options: Options, passthrough: bool = False):
         self.instance = instance
         self.task_id = task_id
@@ -339,7 +285,7 @@ def _is_ours(attribute: Any, wrapper: Any) -> bool:
 def is_checkpointed(attribute: Any) -> bool:
     """True when ``attribute`` (from a class ``__dict__``) is wrapped by ``@checkpointed_steps``."""
     return isinstance(attribute, wrapt.FunctionWrapper) and isinstance(
-        attribute._self_wrapper, _StepsWrapper
+        attribute._self_wrapper, StepSequenceWrapper
     )
 
 
@@ -352,7 +298,7 @@ def _bind_steps(args: tuple, kwargs: dict) -> tuple[Any, Callable[[Any], tuple[t
     return None, lambda new: (args, kwargs)
 
 
-class _StepsWrapper:
+class StepSequenceWrapper:
     """The wrapt wrapper around ``execute_steps``."""
 
     def __init__(self, options: Options):
@@ -374,7 +320,7 @@ class _StepsWrapper:
                            task_id, extra={"action": "bad_task_id"})
             return wrapped(*args, **kwargs)
         steps, replace = _bind_steps(args, kwargs)
-        numbered = _Steps(steps if steps is not None else ())
+        numbered = StepSequence(steps if steps is not None else ())
         if steps is not None:
             args, kwargs = replace(numbered.argument)
         frames = _frames.get()
@@ -422,7 +368,7 @@ def checkpointed_steps(
                       max_attempts=max_attempts, on_exhausted=on_exhausted, clock=clock)
 
     def decorate(function: Callable) -> Any:
-        return wrapt.FunctionWrapper(function, _StepsWrapper(options))
+        return wrapt.FunctionWrapper(function, StepSequenceWrapper(options))
 
     if wrapped is None:
         return decorate
