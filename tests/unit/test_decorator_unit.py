@@ -90,15 +90,21 @@ def store():
     return FakeStore()
 
 
+@pytest.fixture(autouse=True)
+def _unhook():
+    """Every test's classes get their own ``execute`` back afterwards."""
+    yield
+    unhook_execute()
+
+
 @pytest.fixture
 def make(store):
-    """Executor subclasses decorated with the fake store; their execute hooks are undone after."""
+    """Executor subclasses decorated with the fake store."""
     def factory(**options):
         class Decorated(Executor):
             execute_steps = checkpointed_steps(Executor.execute_steps, store=store, **options)
         return Decorated
-    yield factory
-    unhook_execute()
+    return factory
 
 
 def test_bare_and_with_options_keep_signature_and_docs(store):
@@ -189,14 +195,11 @@ def test_execute_on_something_else_passes_through_unrecorded(store):
                 results.append(self.execute(step))
             return results
 
-    try:
-        executor = Host()
-        executor.execute_steps([{"n": 0}, {"n": 1}])
-        assert executor.ran[0] == {"preflight": True}
-        assert store.results(1) == {0: "success", 1: "success"}
-        assert content_hash({"preflight": True}) not in {r["content_hash"] for r in store.rows.values()}
-    finally:
-        unhook_execute()
+    executor = Host()
+    executor.execute_steps([{"n": 0}, {"n": 1}])
+    assert executor.ran[0] == {"preflight": True}
+    assert store.results(1) == {0: "success", 1: "success"}
+    assert content_hash({"preflight": True}) not in {r["content_hash"] for r in store.rows.values()}
 
 
 def test_nested_call_for_the_same_task_is_recorded_once_by_the_outer_call(store):
@@ -210,14 +213,11 @@ def test_nested_call_for_the_same_task_is_recorded_once_by_the_outer_call(store)
                 self.execute_steps(step["sub"])  # nested, same task
             return super().execute(step)
 
-    try:
-        executor = Host()
-        executor.execute_steps([{"n": 0}, {"n": 1, "sub": [{"inner": 0}, {"inner": 1}]}, {"n": 2}])
-        assert store.results(1) == {0: "success", 1: "success", 2: "success"}
-        assert {"inner": 0} in executor.ran and {"inner": 1} in executor.ran
-        assert store.calls.count("lock") == 1
-    finally:
-        unhook_execute()
+    executor = Host()
+    executor.execute_steps([{"n": 0}, {"n": 1, "sub": [{"inner": 0}, {"inner": 1}]}, {"n": 2}])
+    assert store.results(1) == {0: "success", 1: "success", 2: "success"}
+    assert {"inner": 0} in executor.ran and {"inner": 1} in executor.ran
+    assert store.calls.count("lock") == 1
 
 
 def test_threads_running_different_tasks_do_not_mix(make, store):
@@ -261,11 +261,8 @@ def test_task_id_callable(store):
         execute_steps = checkpointed_steps(Executor.execute_steps, store=store,
                                            task_id=lambda instance, args, kwargs: 77)
 
-    try:
-        Host(task_id=None).execute_steps([{"n": 0}])
-        assert store.results(77) == {0: "success"}
-    finally:
-        unhook_execute()
+    Host(task_id=None).execute_steps([{"n": 0}])
+    assert store.results(77) == {0: "success"}
 
 
 def test_a_raising_step_is_recorded_as_error_and_the_same_exception_propagates(make, store):
@@ -285,16 +282,13 @@ def test_step_and_result_oddities_are_recorded_not_fatal(make, store):
             return [self.execute(step) for step in steps]
 
     decorated = type("D", (Host,), {"execute_steps": checkpointed_steps(Host.execute_steps, store=store)})
-    try:
-        odd_result = {"result": {"success": True, "when": object(), "blob": b"\x00"}}
-        steps = ["not a dict", {"result": "not a dict"}, odd_result, {"result": {"success": False}}]
-        results = decorated().execute_steps(steps)
-        assert results[1] == "not a dict" and results[3] == {"success": False}
-        assert store.results(1) == {0: "success", 1: "failed", 2: "success", 3: "failed"}
-        assert store.rows[(1, 0)]["step_type"] == "unknown"
-        assert store.rows[(1, 1)]["error_detail"] == "step returned str, not a dict"
-    finally:
-        unhook_execute()
+    odd_result = {"result": {"success": True, "when": object(), "blob": b"\x00"}}
+    steps = ["not a dict", {"result": "not a dict"}, odd_result, {"result": {"success": False}}]
+    results = decorated().execute_steps(steps)
+    assert results[1] == "not a dict" and results[3] == {"success": False}
+    assert store.results(1) == {0: "success", 1: "failed", 2: "success", 3: "failed"}
+    assert store.rows[(1, 0)]["step_type"] == "unknown"
+    assert store.rows[(1, 1)]["error_detail"] == "step returned str, not a dict"
 
 
 def test_database_down_at_start_runs_unchecked_with_one_attempt(make, store, mocker, caplog):
@@ -360,13 +354,10 @@ def test_the_host_gets_its_own_steps_object_unless_it_is_an_iterator(store):
             seen.append(steps)
             return [self.execute(steps[i]) for i in range(len(steps))]
 
-    try:
-        steps = ({"i": 0}, {"i": 1})
-        Host().execute_steps(steps)
-        assert seen[0] is steps
-        assert store.results(1) == {0: "success", 1: "success"}
-    finally:
-        unhook_execute()
+    steps = ({"i": 0}, {"i": 1})
+    Host().execute_steps(steps)
+    assert seen[0] is steps
+    assert store.results(1) == {0: "success", 1: "success"}
 
 
 def test_a_step_retried_in_place_by_the_host_keeps_its_number(store):
@@ -382,12 +373,9 @@ def test_a_step_retried_in_place_by_the_host_keeps_its_number(store):
                 results.append(result)
             return results
 
-    try:
-        Host().execute_steps([{"i": 0}, {"i": 1, "fail": True}, {"i": 2}])
-        assert store.results(1) == {0: "success", 1: "success", 2: "success"}
-        assert 1 not in store.checkpoints  # complete: the retried step ended a success
-    finally:
-        unhook_execute()
+    Host().execute_steps([{"i": 0}, {"i": 1, "fail": True}, {"i": 2}])
+    assert store.results(1) == {0: "success", 1: "success", 2: "success"}
+    assert 1 not in store.checkpoints  # complete: the retried step ended a success
 
 
 def test_last_completed_step_is_the_end_of_the_unbroken_run_of_successes(store):
@@ -396,22 +384,19 @@ def test_last_completed_step_is_the_end_of_the_unbroken_run_of_successes(store):
         def execute_steps(self, steps, saga_tx=None):
             return [self.execute(step) for step in steps]  # runs on past a failure
 
-    try:
-        marks = []
-        original = store.record_step
+    marks = []
+    original = store.record_step
 
-        def spy(task_id, number, **fields):
-            marks.append((number, fields["last_completed_step"], fields["checkpoint_data"]["resume_at"]))
-            original(task_id, number, **fields)
+    def spy(task_id, number, **fields):
+        marks.append((number, fields["last_completed_step"], fields["checkpoint_data"]["resume_at"]))
+        original(task_id, number, **fields)
 
-        store.record_step = spy
-        Host().execute_steps([{"i": 0}, {"i": 1, "fail": True}, {"i": 2}])
-        assert marks == [(0, 0, 1), (1, 0, 1), (2, 0, 1)]
-        marks.clear()
-        Host().execute_steps([{"i": 0}, {"i": 1}, {"i": 2}])  # step 1 fixed; 0 and 2 skipped
-        assert marks == [(1, 2, 3)]
-    finally:
-        unhook_execute()
+    store.record_step = spy
+    Host().execute_steps([{"i": 0}, {"i": 1, "fail": True}, {"i": 2}])
+    assert marks == [(0, 0, 1), (1, 0, 1), (2, 0, 1)]
+    marks.clear()
+    Host().execute_steps([{"i": 0}, {"i": 1}, {"i": 2}])  # step 1 fixed; 0 and 2 skipped
+    assert marks == [(1, 2, 3)]
 
 
 def test_a_changed_step_the_host_never_reached_keeps_the_task_unfinished(store):
@@ -420,12 +405,9 @@ def test_a_changed_step_the_host_never_reached_keeps_the_task_unfinished(store):
         def execute_steps(self, steps, saga_tx=None):
             return [self.execute(step) for step in steps if not step.get("later")]
 
-    try:
-        Host().execute_steps([{"i": 0, "fail": True}, {"i": 1}])
-        assert 1 in store.checkpoints
-        Host().execute_steps([{"i": 0}, {"i": 1, "later": True}])  # step 1 edited, not run
-        assert 1 in store.checkpoints  # not complete: step 1's recorded success is for other content
-        Host().execute_steps([{"i": 0}, {"i": 1}])  # step 1 as recorded, skipped
-        assert 1 not in store.checkpoints
-    finally:
-        unhook_execute()
+    Host().execute_steps([{"i": 0, "fail": True}, {"i": 1}])
+    assert 1 in store.checkpoints
+    Host().execute_steps([{"i": 0}, {"i": 1, "later": True}])  # step 1 edited, not run
+    assert 1 in store.checkpoints  # not complete: step 1's recorded success is for other content
+    Host().execute_steps([{"i": 0}, {"i": 1}])  # step 1 as recorded, skipped
+    assert 1 not in store.checkpoints
