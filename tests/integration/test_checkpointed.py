@@ -211,73 +211,66 @@ def private_server():
     shutil.rmtree(server.pgdata.parent, ignore_errors=True)
 
 
-def restarting_host(server, store):
+@pytest.fixture
+def restarting(host_path, private_server):
+    """(uri, store, Host): the stand-in with 'db' steps, checkpointed on the private server."""
     from jr_executor.task_executor import TaskExecutor
 
-    cls = type("Host", (RestartingExecutor, TaskExecutor), {"server": server})
+    uri = private_server.get_uri()
+    store = CheckpointStore(uri)
+    cls = type("Host", (RestartingExecutor, TaskExecutor), {"server": private_server})
     cls.execute_steps = checkpointed_steps(TaskExecutor.execute_steps, store=store)
-    return cls
+    yield uri, store, cls
+    store.close()
+    unhook_execute()
 
 
-def test_server_restart_mid_task_then_recording_goes_on(host_path, private_server, tmp_path):
-    uri = private_server.get_uri()
-    store = CheckpointStore(uri)
-    try:
-        cls = restarting_host(private_server, store)
-        steps = [{"type": "append", "path": "r.txt", "content": "a\n"},
-                 {"type": "db", "action": "restart"},
-                 {"type": "append", "path": "r.txt", "content": "b\n"},
-                 {"type": "append", "path": "r.txt", "content": "c\n"}]
-        old_backend = store._conn.info.backend_pid if store._conn else None
-        results = make_executor(cls, tmp_path, 106).execute_steps(steps)
-        assert [r["success"] for r in results] == [True] * 4
-        assert (tmp_path / "r.txt").read_text() == "a\nb\nc\n"
-        assert results_by_step(uri, 106) == dict.fromkeys(range(4), "success")
-        assert store._conn.info.backend_pid != old_backend
-        assert query(uri, "SELECT count(*) FROM jr_task_checkpoints WHERE task_id = 106") == [(0,)]
-    finally:
-        store.close()
-        unhook_execute()
+def test_server_restart_mid_task_then_recording_goes_on(restarting, tmp_path):
+    uri, store, cls = restarting
+    steps = [{"type": "append", "path": "r.txt", "content": "a\n"},
+             {"type": "db", "action": "restart"},
+             {"type": "append", "path": "r.txt", "content": "b\n"},
+             {"type": "append", "path": "r.txt", "content": "c\n"}]
+    old_backend = store._conn.info.backend_pid if store._conn else None
+    results = make_executor(cls, tmp_path, 106).execute_steps(steps)
+    assert [r["success"] for r in results] == [True] * 4
+    assert (tmp_path / "r.txt").read_text() == "a\nb\nc\n"
+    assert results_by_step(uri, 106) == dict.fromkeys(range(4), "success")
+    assert store._conn.info.backend_pid != old_backend
+    assert query(uri, "SELECT count(*) FROM jr_task_checkpoints WHERE task_id = 106") == [(0,)]
 
 
-def test_server_down_for_several_steps_fails_open_then_recovers(host_path, private_server, tmp_path,
-                                                                 caplog):
-    uri = private_server.get_uri()
-    store = CheckpointStore(uri)
-    try:
-        cls = restarting_host(private_server, store)
-        steps = [{"type": "append", "path": "d.txt", "content": "a\n"},
-                 {"type": "db", "action": "stop"},
-                 {"type": "append", "path": "d.txt", "content": "b\n"},
-                 {"type": "db", "action": "start"},
-                 {"type": "append", "path": "d.txt", "content": "c\n"}]
-        connects = []
-        original = store._connection
+def test_server_down_for_several_steps_fails_open_then_recovers(restarting, tmp_path, caplog):
+    uri, store, cls = restarting
+    steps = [{"type": "append", "path": "d.txt", "content": "a\n"},
+             {"type": "db", "action": "stop"},
+             {"type": "append", "path": "d.txt", "content": "b\n"},
+             {"type": "db", "action": "start"},
+             {"type": "append", "path": "d.txt", "content": "c\n"}]
+    connects = []
+    original = store._connection
 
-        def counting_connection():
-            if store._conn is None or store._conn.closed:
-                connects.append(time.monotonic())
-            return original()
+    def counting_connection():
+        if store._conn is None or store._conn.closed:
+            connects.append(time.monotonic())
+        return original()
 
-        store._connection = counting_connection
-        results = make_executor(cls, tmp_path, 107).execute_steps(steps)
-        assert [r["success"] for r in results] == [True] * 5  # the host's own results
-        assert not any(r.get("skipped") for r in results)
-        assert (tmp_path / "d.txt").read_text() == "a\nb\nc\n"
-        assert len(connects) == 2  # the first connection, then one reconnect attempt, no more
-        assert sum("running the rest unchecked" in m for m in caplog.messages) == 1
+    store._connection = counting_connection
+    results = make_executor(cls, tmp_path, 107).execute_steps(steps)
+    assert [r["success"] for r in results] == [True] * 5  # the host's own results
+    assert not any(r.get("skipped") for r in results)
+    assert (tmp_path / "d.txt").read_text() == "a\nb\nc\n"
+    assert len(connects) == 2  # the first connection, then one reconnect attempt, no more
+    assert sum("running the rest unchecked" in m for m in caplog.messages) == 1
 
-        # The next call records again on its own; unrecorded steps run again, recorded ones do not.
-        cls.server = type("Up", (), {"stop": lambda self: None,
-                                     "ensure_postgres_running": lambda self: None})()
-        again = make_executor(cls, tmp_path, 107)
-        results = again.execute_steps(steps)
-        assert [r.get("skipped", False) for r in results] == [True, False, False, False, False]
-        assert again.executed == [steps[2], steps[4]]  # the file steps; 'db' steps stop earlier
-        assert results_by_step(uri, 107) == dict.fromkeys(range(5), "success")
-    finally:
-        store.close()
-        unhook_execute()
+    # The next call records again on its own; unrecorded steps run again, recorded ones do not.
+    cls.server = type("Up", (), {"stop": lambda self: None,
+                                 "ensure_postgres_running": lambda self: None})()
+    again = make_executor(cls, tmp_path, 107)
+    results = again.execute_steps(steps)
+    assert [r.get("skipped", False) for r in results] == [True, False, False, False, False]
+    assert again.executed == [steps[2], steps[4]]  # the file steps; 'db' steps stop earlier
+    assert results_by_step(uri, 107) == dict.fromkeys(range(5), "success")
 
 
 def test_hostile_inputs_are_stored_or_refused_cleanly(installed, dsn, tmp_path):
