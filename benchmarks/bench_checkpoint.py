@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from jr_checkpoint import CheckpointStore, checkpointed_steps, embedded, reports, schema
+from jr_checkpoint import CheckpointStore, checkpointed_steps, demo, embedded, reports, schema
 from jr_checkpoint.dsn import Target, first_line, resolve
 
 FLOOR_TABLE = "jr_bench_floor"
@@ -52,24 +52,14 @@ WARMUP_STEPS = 20
 def executor_class() -> type:
     """A fresh no-op executor class with the host's loop (fresh: a decorator hooks ``execute``)."""
 
-    class NoopExecutor:
+    class NoopExecutor(demo.TaskExecutor):
+        """The demo's executor (the host's execute_steps loop) with steps that do nothing."""
+
         def __init__(self) -> None:
-            self._current_task_id = None
-            self.saga_manager = None
+            super().__init__(Path("."))
 
         def execute(self, step):
             return {"success": True}
-
-        def execute_steps(self, steps, saga_tx=None):
-            results = []
-            for step in steps:
-                result = self.execute(step)
-                results.append(result)
-                if result.get("success") and saga_tx and self.saga_manager:
-                    self.saga_manager.register_step(saga_tx, step, result)
-                if not result.get("success"):
-                    break
-            return results
 
     return NoopExecutor
 
