@@ -26,7 +26,8 @@ HOST_ROOT = Path(__file__).parent / "host"
 TEST_DSN = os.environ.get("JR_CHECKPOINT_TEST_DSN")
 
 # Read before any test runs: the autouse fixture below clears them for the tests themselves.
-_LEAKY_VARIABLES = [dsn_module.ENV_DSN, "JR_HOST_DB_DSN", "PGHOST", "PGPORT", "PGDATABASE",
+_LEAKY_VARIABLES = [dsn_module.ENV_DSN, "GANUDA_ROOT", "CHEROKEE_DB_HOST", "CHEROKEE_DB_PORT",
+                    "CHEROKEE_DB_NAME", "CHEROKEE_DB_USER", "CHEROKEE_DB_PASS", "PGHOST", "PGPORT", "PGDATABASE",
                     "PGUSER", "PGPASSWORD", "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE",
                     "PGCONNECT_TIMEOUT", "PGOPTIONS"]
 
@@ -112,24 +113,52 @@ def empty_dsn(pg_admin_dsn):
         yield value
 
 
+#: Every top-level name the host stand-in's modules are imported under.
+HOST_MODULES = ("jr_executor", "lib", "task_executor", "jr_queue_client", "jr_queue_worker",
+                "search_replace_editor")
+
+
 def _host_modules() -> list[str]:
-    return [name for name in sys.modules if name.split(".")[0] in ("jr_executor", "lib")]
+    return [name for name in sys.modules if name.split(".")[0] in HOST_MODULES]
+
+
+def host_env(dsn_value: str, root: str | os.PathLike) -> dict[str, str]:
+    """The environment the host stand-in reads: its database (CHEROKEE_DB_*) and GANUDA_ROOT."""
+    params = psycopg2.extensions.parse_dsn(dsn_value)
+    return {
+        "GANUDA_ROOT": str(root),
+        "CHEROKEE_DB_HOST": params.get("host", "localhost"),
+        "CHEROKEE_DB_PORT": str(params.get("port", 5432)),
+        "CHEROKEE_DB_NAME": params["dbname"],
+        "CHEROKEE_DB_USER": params.get("user", os.environ.get("USER", "postgres")),
+        "CHEROKEE_DB_PASS": params.get("password", ""),
+    }
 
 
 @pytest.fixture
 def host_path(monkeypatch):
-    """Make the host stand-in importable (jr_executor, lib), fresh, and gone again afterwards.
+    """Make the host stand-in importable, fresh, and gone again afterwards.
 
+    Both ways the host is imported work: `jr_executor.task_executor` (its root on sys.path)
+    and `task_executor` (its jr_executor/ directory on sys.path, as for the worker).
     sys.path is a copy for the test: the stand-in puts its root on sys.path itself, as the
     host does, and must not leave it there (a leftover lib.secrets_loader would change what
     dsn.resolve() finds in later tests).
     """
-    monkeypatch.setattr(sys, "path", [str(HOST_ROOT), *sys.path])
+    monkeypatch.setattr(sys, "path", [str(HOST_ROOT), str(HOST_ROOT / "jr_executor"), *sys.path])
     for name in _host_modules():
         monkeypatch.delitem(sys.modules, name)
     yield HOST_ROOT
     for name in _host_modules():
         del sys.modules[name]
+
+
+@pytest.fixture
+def host_db(monkeypatch, host_path, dsn, tmp_path):
+    """The host stand-in importable and pointed at the test's database; GANUDA_ROOT is tmp_path."""
+    for name, value in host_env(dsn, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    return dsn
 
 
 @pytest.fixture
@@ -145,7 +174,8 @@ def store(dsn):
 @pytest.fixture
 def no_host(monkeypatch):
     """No host secrets loader, so dsn.resolve() with nothing configured reaches libpq defaults."""
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != HOST_ROOT.resolve()])
+    stand_in = {HOST_ROOT.resolve(), (HOST_ROOT / "jr_executor").resolve()}
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() not in stand_in])
     for name in _host_modules():
         monkeypatch.delitem(sys.modules, name)
 
