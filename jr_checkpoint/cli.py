@@ -15,7 +15,8 @@ from pathlib import Path
 from . import demo, embedded, patching, reports, schema
 from . import dsn as dsn_module
 from .errors import CheckpointError, ConfigurationError, PatchConflict, TaskLockedError
-from .store import CheckpointStore, is_task_id
+from .steps import is_task_id
+from .store import CheckpointStore
 
 PREFIX = "[Checkpoint Migration]"
 

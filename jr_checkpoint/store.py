@@ -9,7 +9,6 @@ forked child.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,8 +30,6 @@ logger = logging.getLogger(__name__)
 #: First key of every advisory lock this package takes; the second is the task id.
 LOCK_NAMESPACE = 0x6A72636B  # "jrck"
 
-SUCCESS, FAILED, ERROR = "success", "failed", "error"
-
 MAX_TEXT_BYTES = 8 * 1024
 _STEP_TYPE_CHARS = 50  # VARCHAR(50) in the seed's schema
 _INT4_MAX = 2**31 - 1
@@ -40,44 +37,6 @@ _TRUNCATED = "\n...[truncated by jr-checkpoint]"
 
 #: Statements sent once per step: parsed and planned once per connection, not once per step.
 PREPARED = {name: prepared(QUERIES[name]) for name in ("record_step",)}
-
-
-def _canonical(value: Any) -> Any:
-    """A JSON-ready copy: keys as strings, tuples as lists, anything else rendered with ``str``.
-
-    Only needed when a mapping's keys are of types that cannot be sorted together.
-    """
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return _json_default(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def _json_default(value: Any) -> Any:
-    """What JSON cannot hold: a set as a sorted list (str() of a set follows hash
-    randomization, and a retry in a new process must match), anything else as ``str``."""
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=canonical_json)
-    return str(value)
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, compact separators, values JSON cannot hold rendered with ``str``."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
-    except TypeError:  # keys of mixed types cannot be sorted: make them all strings first
-        return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"),
-                          default=_json_default)
-
-
-def content_hash(step: Any) -> str:
-    """SHA-256 hex of the step's canonical JSON (sorted keys, compact separators)."""
-    return hashlib.sha256(canonical_json(step).encode("utf-8")).hexdigest()
 
 
 def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
@@ -93,16 +52,13 @@ def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
     return data[:keep].decode("utf-8", errors="ignore") + _TRUNCATED
 
 
-def is_task_id(value: Any) -> bool:
-    """The seed's column is INTEGER: a real int (not a bool) in PostgreSQL's range."""
-    return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value <= _INT4_MAX
-
-
 @dataclass(frozen=True)
 class StepRecord:
     step_number: int
     execution_result: str
     content_hash: str | None
+    step_type: str | None = None
+    target_file: str | None = None
 
 
 @dataclass
@@ -155,6 +111,11 @@ class CheckpointStore:
 
     def describe(self) -> str:
         return self.target.describe()
+
+    @property
+    def connected(self) -> bool:
+        """True while this store holds an open connection."""
+        return self._conn is not None and not self._conn.closed
 
     def _connection(self):
         if self._pid != os.getpid():
@@ -309,7 +270,7 @@ class CheckpointStore:
             "begin_attempt", {"task_id": task_id, "total_steps": total_steps}
         )
         records = {
-            number: StepRecord(number, result, digest) for number, result, digest in steps or ()
+            row[0]: StepRecord(*row) for row in steps or ()
         }
         data = (checkpoint or {}).get("checkpoint_data") or {}
         attempt = data.get("attempts") if isinstance(data, dict) else None
@@ -415,18 +376,19 @@ class CheckpointStore:
 
 
 def _json(value: Mapping[str, Any] | None) -> str | None:
-    return None if value is None else canonical_json(value)
+    """The one JSON encoding of checkpoint_data (sorted keys when they sort)."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    except TypeError:  # keys of mixed types
+        return json.dumps(value, separators=(",", ":"), default=str)
 
 
 __all__ = [
     "CheckpointStore",
-    "ERROR",
-    "FAILED",
     "LOCK_NAMESPACE",
-    "SUCCESS",
     "StepRecord",
     "TaskState",
     "bound_text",
-    "content_hash",
-    "is_task_id",
 ]

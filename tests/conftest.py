@@ -27,8 +27,8 @@ TEST_DSN = os.environ.get("JR_CHECKPOINT_TEST_DSN")
 
 # Read before any test runs: the autouse fixture below clears them for the tests themselves.
 _LEAKY_VARIABLES = [dsn_module.ENV_DSN, "GANUDA_ROOT", "CHEROKEE_DB_HOST", "CHEROKEE_DB_PORT",
-                    "CHEROKEE_DB_NAME", "CHEROKEE_DB_USER", "CHEROKEE_DB_PASS", "PGHOST", "PGPORT", "PGDATABASE",
-                    "PGUSER", "PGPASSWORD", "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE",
+                    "CHEROKEE_DB_NAME", "CHEROKEE_DB_USER", "CHEROKEE_DB_PASS", "PGHOST", "PGPORT",
+                    "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE",
                     "PGCONNECT_TIMEOUT", "PGOPTIONS"]
 
 

@@ -39,7 +39,8 @@ WITH checkpoint AS (
 )
 SELECT
     (SELECT row_to_json(c) FROM checkpoint c),
-    (SELECT json_agg(json_build_array(step_number, execution_result, step_content_hash)
+    (SELECT json_agg(json_build_array(step_number, execution_result, step_content_hash,
+                                       step_type, target_file)
                      ORDER BY step_number)
      FROM jr_step_rewards WHERE task_id = %(task_id)s);
 

@@ -54,9 +54,9 @@ def results_by_step(dsn, task_id):
 
 
 @pytest.fixture
-def installed(host_path, dsn):
-    store = jr_checkpoint.install(dsn)
-    from jr_executor.task_executor import TaskExecutor
+def installed(dsn):
+    store = jr_checkpoint.install(dsn, target="tests.fakes:FileExecutor.execute_steps")
+    from tests.fakes import FileExecutor as TaskExecutor
 
     yield TaskExecutor, store
     jr_checkpoint.uninstall()
@@ -68,8 +68,8 @@ def make_executor(cls, workdir, task_id):
     return executor
 
 
-def test_without_the_library_a_retry_breaks_on_an_applied_edit(host_path, tmp_path):
-    from jr_executor.task_executor import TaskExecutor
+def test_without_the_library_a_retry_breaks_on_an_applied_edit(tmp_path):
+    from tests.fakes import FileExecutor as TaskExecutor
 
     steps = task_steps()
     steps[3] = {"type": "fail", "error": "flaky"}
@@ -212,9 +212,9 @@ def private_server():
 
 
 @pytest.fixture
-def restarting(host_path, private_server):
+def restarting(private_server):
     """(uri, store, Host): the stand-in with 'db' steps, checkpointed on the private server."""
-    from jr_executor.task_executor import TaskExecutor
+    from tests.fakes import FileExecutor as TaskExecutor
 
     uri = private_server.get_uri()
     store = CheckpointStore(uri)

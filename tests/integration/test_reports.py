@@ -12,9 +12,9 @@ from tests.conftest import query
 
 
 @pytest.fixture
-def executor(host_path, store, tmp_path):
+def executor(store, tmp_path):
     """The host stand-in's TaskExecutor, checkpointed on the test's database."""
-    from jr_executor.task_executor import TaskExecutor
+    from tests.fakes import FileExecutor as TaskExecutor
 
     class Checkpointed(TaskExecutor):
         execute_steps = checkpointed_steps(store=store)(TaskExecutor.execute_steps)
