@@ -243,12 +243,11 @@ def cmd_reset(args: argparse.Namespace) -> int:
             if not _confirm(question, args.yes):
                 print("Nothing reset.")
                 return 1
-            if not store.try_lock_task(task_id):
+            # Take the task first (as a worker would), so a task being run is never reset.
+            if store.begin_task(task_id, wait=0) is None:
                 raise TaskLockedError(f"task {task_id} is being run by another worker; not resetting it")
-            try:
-                steps, checkpoints = store.forget_task(task_id)
-            finally:
-                store.finish_task(task_id, completed=False)  # releases the lock
+            steps, _ = store.forget_task(task_id)  # the checkpoint row, and our lease, go with it
+            checkpoints = 1 if task["checkpoint"] else 0
         finally:
             store.close()
     print(f"task {task_id}: forgot {steps} step row(s) and {checkpoints} checkpoint row(s); "

@@ -27,7 +27,7 @@ from typing import Any
 import wrapt
 
 from . import steps as step_rules
-from .errors import DatabaseUnavailable, TaskExhaustedError, TaskLockedError
+from .errors import DatabaseUnavailable, TaskExhaustedError, TaskLockedError, TaskOwnershipLost
 from .log import emit
 from .steps import ERROR, FAILED, SUCCESS, Row, SlotPlan, StepSequence, is_task_id
 from .store import CheckpointStore, TaskState
@@ -109,6 +109,9 @@ class _QueueTask:
 class _Run:
     """One decorated ``execute_steps`` call for one task."""
 
+    #: While the ledger is unreachable, try to write what is pending at most this often.
+    FLUSH_EVERY = 2.0
+
     def __init__(self, instance: Any, task_id: int, steps: StepSequence, store: CheckpointStore,
                  options: Options, passthrough: bool = False):
         self.instance = instance
@@ -121,12 +124,12 @@ class _Run:
         self.state = TaskState(attempt=1, checkpoint=None)
         self.plan = SlotPlan(task_id, {})
         self.digests: dict[int, str | None] = {}
-        self.degraded = False
-        self.locked = False
-        self.lost_connection = False
+        self.owner: str | None = None  # our lease on the task, while we hold it
+        self.degraded = False  # the ledger failed: records wait in `pending` or are dropped
+        self.pending: list[dict[str, Any]] = []  # records not yet written (the server is down)
+        self.last_flush = 0.0
         self.succeeded: set[int] = set()  # positions known to have succeeded
         self.resume_at = 0  # the first position not known to have succeeded
-        self.visited: set[int] = set()  # positions that reached execute() in this call
         self.unchecked_warned = False
 
     def _log(self, level: int, message: str, *args: Any, action: str, **extra: Any) -> None:
@@ -139,26 +142,25 @@ class _Run:
             self._log(logging.WARNING, "[CHECKPOINT] task %s: %s failed, running the rest unchecked: %s",
                       self.task_id, doing, safe_text(exc), action="checkpoint_unavailable")
         self.degraded = True
-        if isinstance(exc, DatabaseUnavailable):
-            self.lost_connection = True
+        if not isinstance(exc, DatabaseUnavailable):
+            self.pending.clear()  # not an outage: these records would fail again
 
     # -- start and end of the call ----------------------------------------------------------
 
     def begin(self) -> None:
-        """Take the task's lock and load its records; raises only TaskLocked/TaskExhausted."""
+        """Take the task and load its records; raises only TaskLocked/TaskExhausted."""
         try:
-            self.locked = self.store.lock_task(self.task_id, self.options.wait)
-            if not self.locked:
-                raise TaskLockedError(f"task {self.task_id} is being run by another worker")
-            self.state = self.store.begin_attempt(self.task_id, self.steps.total)
-        except TaskLockedError:
-            raise
+            state = self.store.begin_task(self.task_id, self.steps.total, wait=self.options.wait)
         except Exception as exc:  # never let the ledger break the host
             self._degrade(exc, "loading the checkpoint")
             return
+        if state is None:
+            raise TaskLockedError(f"task {self.task_id} is being run by another worker")
+        self.state, self.owner = state, state.owner
+        self.store.hold(self.task_id, self.owner)
         self.plan = SlotPlan(self.task_id, {
             number: Row(rec.execution_result, rec.content_hash, rec.step_type, rec.target_file)
-            for number, rec in self.state.steps.items()
+            for number, rec in state.steps.items()
         })
         if self.steps.exhausted:  # a list: match every position before any takes a new row
             for position, step in enumerate(self.steps.items):
@@ -211,19 +213,24 @@ class _Run:
         return all(position in self.succeeded for position in range(len(self.steps.items)))
 
     def finish(self, completed: bool) -> None:
-        """Release the task's lock; when every step succeeded, drop its checkpoint row."""
-        if not self.locked:
+        """Write what is pending, give the task up; when every step succeeded, drop its checkpoint."""
+        owner, self.owner = self.owner, None
+        if owner is None:
             return
-        self.locked = False
-        if self.lost_connection:
-            # The lock went with the dropped session; only forget it locally.
-            self.store.forget_lock(self.task_id)
-            return
+        self.store.forget_lease(self.task_id, owner)
         try:
-            if self.store.finish_task(self.task_id, completed=completed and not self.degraded):
+            self._flush(owner, force=True)
+        except TaskOwnershipLost:
+            return  # another worker has it now: nothing of ours to release
+        if self.pending:
+            self._log(logging.WARNING, "[CHECKPOINT] task %s: %s step record(s) could not be written",
+                      self.task_id, len(self.pending), action="records_lost")
+        try:
+            done = completed and not self.degraded
+            if self.store.release_task(self.task_id, owner, completed=done, patient=not self.degraded):
                 self._log(logging.INFO, "[CHECKPOINT] task %s complete, checkpoint cleaned up",
                           self.task_id, action="task_completed")
-        except Exception as exc:
+        except Exception as exc:  # the lease expires by itself
             self._degrade(exc, "releasing the task")
 
     # -- one step ---------------------------------------------------------------------------
@@ -233,9 +240,8 @@ class _Run:
         position = self.steps.locate(step)
         if position is None:
             return execute(*args, **kwargs)
-        self.visited.add(position)
         self._match(position, step)
-        if not self.degraded and position in self.succeeded:
+        if position in self.succeeded:  # known from the ledger, even if it is unreachable now
             self._log(logging.INFO, "[CHECKPOINT] Step %s already succeeded, skipping", position,
                       action="step_skipped", step_number=position)
             skipped = {"success": True, "skipped": True, "checkpoint_hit": True,
@@ -244,6 +250,10 @@ class _Run:
             if path:  # the host's own retry drops steps whose result names a done path
                 skipped["path"] = path
             return skipped
+        if self.owner is not None and self.store.lost(self.task_id, self.owner):
+            self.owner = None
+            raise TaskOwnershipLost(f"task {self.task_id}: another worker took it over; stopping "
+                                    f"before step {position}")
         clock = self.options.clock
         started = clock()
         self.in_step = True
@@ -251,7 +261,10 @@ class _Run:
             result = execute(*args, **kwargs)
         except BaseException as exc:
             elapsed = int((clock() - started) * 1000)
-            self._record(position, step, ERROR, elapsed, _describe_error(exc))
+            try:
+                self._record(position, step, ERROR, elapsed, _describe_error(exc))
+            except TaskOwnershipLost:
+                pass  # the host's own exception goes on; the next step is not ours to run
             raise
         finally:
             self.in_step = False
@@ -272,21 +285,47 @@ class _Run:
             self.succeeded.discard(position)
             self.resume_at = min(self.resume_at, position)
         digest = self.digests.get(position)
-        if self.degraded or digest is None:
+        if self.owner is None or digest is None:
             return
+        if self.degraded and not self.pending:
+            return  # not an outage: recording stopped for good
         slot = self.plan.slot(position)
         self.plan.record(position, outcome, digest)
+        self.pending.append(dict(
+            step_number=slot, execution_result=outcome, step_type=step_rules.step_type(step),
+            target_file=step_rules.target_file(step), content_hash=digest,
+            execution_time_ms=elapsed_ms, error_detail=None if error is None else safe_text(error),
+            last_completed_step=self.resume_at - 1, total_steps=self.steps.total,
+            resume_at=self.resume_at))
+        self._flush(self.owner, force=not self.degraded)
+
+    def _flush(self, owner: str, force: bool) -> None:
+        """Write the pending records in order; patient (rides out a restart) unless degraded."""
+        if not self.pending:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_flush < self.FLUSH_EVERY:
+            return
+        self.last_flush = now
         try:
-            self.store.record_step(
-                self.task_id, slot,
-                execution_result=outcome, step_type=step_rules.step_type(step),
-                target_file=step_rules.target_file(step), content_hash=digest,
-                execution_time_ms=elapsed_ms, error_detail=None if error is None else safe_text(error),
-                last_completed_step=self.resume_at - 1, total_steps=self.steps.total,
-                checkpoint_data={"attempts": self.state.attempt, "resume_at": self.resume_at},
-            )
+            while self.pending:
+                self.store.record_step(self.task_id, owner=owner, patient=not self.degraded,
+                                       **self.pending[0])
+                self.pending.pop(0)
+        except TaskOwnershipLost:
+            self.owner = None
+            self.pending.clear()
+            raise
+        except DatabaseUnavailable as exc:
+            self._degrade(exc, "recording a step")
+            return
         except Exception as exc:  # a failed record never fails the step
-            self._degrade(exc, f"recording step {position}")
+            self._degrade(exc, "recording a step")
+            return
+        if self.degraded:
+            self._log(logging.INFO, "[CHECKPOINT] task %s: the ledger answers again; recording resumed",
+                      self.task_id, action="checkpoint_available")
+            self.degraded = False
 
 
 def _running(instance: Any) -> _Run | None:

@@ -37,6 +37,10 @@ class TaskLockedError(CheckpointError):
     """Another worker is running this task."""
 
 
+class TaskOwnershipLost(TaskLockedError):
+    """Another worker took this task over (its lease had expired): this worker stops."""
+
+
 class TaskExhaustedError(CheckpointError):
     """This task has used all its attempts."""
 

@@ -9,7 +9,7 @@ from psycopg2 import sql as pgsql
 
 from .dsn import Target, first_line
 from .errors import StoreError
-from .sql import QUERIES, SCHEMA, TABLES
+from .sql import FUNCTIONS, QUERIES, SCHEMA, TABLES
 from .store import LOCK_NAMESPACE
 
 TABLE_NAMES = tuple(TABLES)
@@ -27,6 +27,7 @@ def create_tables(target: Target, connect_timeout: float | None = 5) -> dict[str
             with conn, conn.cursor() as cur:  # commits, or rolls back on any error
                 cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
                 cur.execute(SCHEMA)
+                cur.execute(FUNCTIONS)
                 counts = {}
                 for table in TABLE_NAMES:
                     cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
@@ -43,6 +44,8 @@ def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]
             with conn, conn.cursor() as cur:
                 cur.execute(QUERIES["table_columns"])
                 rows = cur.fetchall()
+                cur.execute(QUERIES["functions_present"])
+                functions = cur.fetchone()
         except psycopg2.Error as exc:
             raise StoreError(f"schema check failed at {target.describe()}: {first_line(exc)}") from exc
     found: dict[str, dict[str, str]] = {}
@@ -59,6 +62,9 @@ def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]
                 problems.append(f"column {table}.{column} is missing")
             elif actual != pg_type:
                 problems.append(f"column {table}.{column} is {actual}, expected {pg_type}")
+    for name, present in zip(("jr_checkpoint_begin", "jr_checkpoint_record_step"), functions, strict=True):
+        if not present:
+            problems.append(f"function {name} is missing: run `jr-checkpoint migrate`")
     return problems
 
 

@@ -187,3 +187,12 @@ def query(dsn_value: str, sql: str, params=None):
         rows = cur.fetchall() if cur.description else []
         conn.commit()
         return rows
+
+
+def record_row(store, task_id: int, step_number: int, **fields):
+    """Write one step row as a worker would: take the task, record, give it back unfinished."""
+    state = store.begin_task(task_id, wait=None)
+    try:
+        store.record_step(task_id, step_number, owner=state.owner, **fields)
+    finally:
+        store.release_task(task_id, state.owner, completed=False)

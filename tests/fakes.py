@@ -8,6 +8,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from jr_checkpoint.errors import TaskOwnershipLost
 from jr_checkpoint.store import StepRecord, TaskState
 
 
@@ -84,40 +85,45 @@ class FakeStore:
         self.checkpoints: dict[int, dict] = {}
         self.held: set[int] = set()
         self.calls: list[str] = []
+        self.taken_over: set[int] = set()  # tasks another worker took from this one
         self.lock = threading.Lock()
 
-    def lock_task(self, task_id, timeout=0):
+    def begin_task(self, task_id, total_steps=None, *, wait=0.0):
         with self.lock:
-            self.calls.append("lock")
+            self.calls.append("begin")
             if task_id in self.held:
-                return False
+                return None
             self.held.add(task_id)
-            return True
-
-    def begin_attempt(self, task_id, total_steps=None):
-        self.calls.append("begin")
         cp = self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 0}})
         cp["checkpoint_data"]["attempts"] += 1
         steps = {n: StepRecord(n, r["execution_result"], r["content_hash"],
                                 r.get("step_type"), r.get("target_file"))
                  for (t, n), r in self.rows.items() if t == task_id}
-        return TaskState(cp["checkpoint_data"]["attempts"], dict(cp), steps)
+        return TaskState(cp["checkpoint_data"]["attempts"], dict(cp), steps, owner=f"owner-{task_id}")
 
-    def record_step(self, task_id, step_number, **fields):
+    def hold(self, task_id, owner):
+        self.calls.append("hold")
+
+    def forget_lease(self, task_id, owner):
+        pass
+
+    def lost(self, task_id, owner):
+        return task_id in self.taken_over
+
+    def record_step(self, task_id, step_number, *, owner, patient=True, **fields):
         self.calls.append("record")
+        if task_id in self.taken_over:
+            raise TaskOwnershipLost(f"task {task_id}: another worker took it over; stopping")
         self.rows[(task_id, step_number)] = fields
         self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 1}})
         self.checkpoints[task_id]["last_completed_step"] = fields["last_completed_step"]
 
-    def finish_task(self, task_id, *, completed):
-        self.calls.append("finish")
+    def release_task(self, task_id, owner, *, completed, patient=True):
+        self.calls.append("release")
         self.held.discard(task_id)
         if completed:
             return self.checkpoints.pop(task_id, None) is not None
         return False
-
-    def forget_lock(self, task_id):
-        self.held.discard(task_id)
 
     def results(self, task_id):
         return {n: r["execution_result"] for (t, n), r in sorted(self.rows.items()) if t == task_id}

@@ -61,7 +61,7 @@ def test_the_attempt_after_the_last_escalates_instead_of_running(make_executor, 
 
     other = CheckpointStore(dsn)  # the lock was released
     try:
-        assert other.try_lock_task(11)
+        assert other.begin_task(11, wait=0) is not None
     finally:
         other.close()
 
@@ -100,8 +100,9 @@ def test_a_task_that_finishes_starts_counting_again(make_executor, store, tmp_pa
 
 
 def test_attempts_that_crashed_count_too(make_executor, store):
-    for _ in range(2):  # two attempts that died before recording anything
-        store.begin_attempt(15, 2)
+    for _ in range(2):  # two attempts that ended before recording anything
+        state = store.begin_task(15, 2)
+        store.release_task(15, state.owner, completed=False)
     executor = make_executor(15, store=store, max_attempts=2)
     with pytest.raises(TaskExhaustedError):
         executor.execute_steps(FLAKY)
@@ -120,7 +121,7 @@ def test_a_failing_on_exhausted_is_still_exhausted_and_runs_no_step(make_executo
     assert executor.executed == []
     other = CheckpointStore(dsn)
     try:
-        assert other.try_lock_task(16)  # released all the same
+        assert other.begin_task(16, wait=0) is not None  # released all the same
     finally:
         other.close()
 
