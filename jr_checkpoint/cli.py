@@ -72,6 +72,9 @@ def _patch_status(outcome: patching.Outcome, reverse: bool, written: bool) -> st
         return f"conflict: {outcome.reason}"
     if outcome.state == patching.DONE:
         return "not applied" if reverse else "already applied"
+    if outcome.state == patching.PRESENT:
+        return (f"not this patch's text, left alone ({outcome.reason} itself)" if reverse
+                else f"already present ({outcome.reason})")
     if written:
         return "reverted" if reverse else "applied"
     return "reverts cleanly" if reverse else "applies cleanly"

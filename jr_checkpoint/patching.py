@@ -2,8 +2,9 @@
 
 A patch file is UTF-8 text. Outside a block a line is blank, a ``#`` comment, a header
 (``path: jr_executor/task_executor.py`` names the target of the blocks below it, relative to
-the host's root, with ``/``; ``optional: true`` keeps the patch out of the default set) or
-the opening marker of a block::
+the host's root, with ``/``; ``optional: true`` keeps the patch out of the default set;
+``adds-methods: Class.name, ...`` says which methods the next block adds to a class) or the
+opening marker of a block::
 
     <<<<<<< SEARCH
     text that must occur exactly once in the target
@@ -12,13 +13,17 @@ the opening marker of a block::
     >>>>>>> REPLACE
 
 Inside a block every line is literal. Texts are compared as whole lines, without their line
-endings, so a CRLF file matches an LF patch and keeps its CRLF. Nothing here prints:
-:mod:`jr_checkpoint.cli` reports the outcomes.
+endings, so a CRLF file matches an LF patch and keeps its CRLF. A block that adds methods is
+"already present" when the class already defines all of them, whatever their bodies (a host
+that made the change by hand); the engine never defines a class attribute twice. Nothing here
+prints: :mod:`jr_checkpoint.cli` reports the outcomes.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
 import difflib
 import os
 import re
@@ -36,10 +41,12 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 SEARCH, DIVIDER, REPLACE = "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE"
-#: A block's state in a file: its change is still to make, is already made, or cannot be made.
-PENDING, DONE, CONFLICT = "pending", "done", "conflict"
+#: A block's state in a file: its change is still to make, is already made, cannot be made, or
+#: is not needed because the class already defines every method the block adds (by other text).
+PENDING, DONE, CONFLICT, PRESENT = "pending", "done", "conflict", "present"
 
-_HEADER = re.compile(r"([A-Za-z_]+):\s*(.*?)\s*$")
+_HEADER = re.compile(r"([A-Za-z_-]+):\s*(.*?)\s*$")
+_METHOD = re.compile(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 _LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
 
 
@@ -53,6 +60,8 @@ class Block:
     path: str
     search: tuple[str, ...]
     replace: tuple[str, ...]
+    #: (class, method) pairs the block adds, from its ``adds-methods:`` header.
+    adds: tuple[tuple[str, str], ...] = ()
 
     @property
     def search_text(self) -> str:
@@ -87,12 +96,17 @@ def parse(text: str, name: str = "<patch>") -> Patch:
         lines.pop()
     blocks: list[Block] = []
     path, optional, index = None, False, 0
+    adds: tuple[tuple[str, str], ...] | None = None
+    adds_line = 0
     while index < len(lines):
         line, number = lines[index].rstrip(), index + 1
         if line == SEARCH:
             if path is None:
                 raise _format_error(name, number, "block without a path: put 'path: FILE' above it")
             block, index = _read_block(lines, index, name, path, len(blocks) + 1)
+            if adds is not None:
+                block = _with_adds(block, adds, adds_line)
+                adds = None
             blocks.append(block)
             continue
         if line in (DIVIDER, REPLACE):
@@ -107,13 +121,40 @@ def parse(text: str, name: str = "<patch>") -> Patch:
                 path = value
             elif key == "optional" and value in ("true", "false"):
                 optional = value == "true"
+            elif key == "adds-methods" and adds is None:
+                adds, adds_line = _parse_methods(value, name, number), number
             else:
-                raise _format_error(name, number, f"bad header {line[:60]!r} "
-                                    "(known: 'path: FILE', 'optional: true|false')")
+                raise _format_error(name, number, f"bad header {line[:60]!r} (known: 'path: FILE', "
+                                    "'optional: true|false', 'adds-methods: Class.method, ...' "
+                                    "once per block)")
         index += 1
+    if adds is not None:
+        raise _format_error(name, adds_line, f"'adds-methods:' without a {SEARCH!r} block after it")
     if not blocks:
         raise _format_error(name, max(len(lines), 1), f"no {SEARCH!r} block in the file")
     return Patch(name, tuple(blocks), optional)
+
+
+def _parse_methods(value: str, name: str, number: int) -> tuple[tuple[str, str], ...]:
+    items = [item.strip() for item in value.split(",")]
+    pairs = [_METHOD.fullmatch(item) for item in items]
+    if not value or not all(pairs):
+        raise _format_error(name, number, f"bad header 'adds-methods: {value[:60]}': expected "
+                            "'Class.method' names separated by commas")
+    return tuple((pair[1], pair[2]) for pair in pairs if pair)
+
+
+def _defines(lines: tuple[str, ...], method: str) -> bool:
+    return any(re.match(rf"\s*(async\s+)?def\s+{re.escape(method)}\s*\(", line) for line in lines)
+
+
+def _with_adds(block: Block, adds: tuple[tuple[str, str], ...], line: int) -> Block:
+    """The block with the methods it adds, each defined by its REPLACE text and not its SEARCH."""
+    for cls, method in adds:
+        if not _defines(block.replace, method) or _defines(block.search, method):
+            raise _format_error(block.patch, line, f"adds-methods names {cls}.{method}, but the "
+                                f"block at line {block.line} does not add 'def {method}('")
+    return dataclasses.replace(block, adds=adds)
 
 
 def _read_block(lines: list[str], start: int, name: str, path: str, number: int) -> tuple[Block, int]:
@@ -304,28 +345,126 @@ def resolve_target(root: Path, block: Block) -> Path:
 
 def _assess(target: TargetFile, block: Block, reverse: bool) -> Outcome:
     """Say whether ``block`` is still to apply (then apply it in memory), done, or in conflict."""
+    outcome, at = _assess_text(target, block, reverse)
+    if block.adds and outcome.state != (PENDING if reverse else DONE):
+        present = _assess_methods(target, block, reverse)
+        if present is not None:
+            return present
+    if outcome.state == PENDING:
+        return _splice_checked(target, block, at, reverse)
+    return outcome
+
+
+def _assess_text(target: TargetFile, block: Block, reverse: bool) -> tuple[Outcome, int]:
+    """The block's state from its texts alone, and where to splice when it is pending."""
     old, new = (block.replace, block.search) if reverse else (block.search, block.replace)
     old_name, new_name = ("REPLACE", "SEARCH") if reverse else ("SEARCH", "REPLACE")
     old_at, new_at = _find(target.lines, old), _find(target.lines, new)
     free_old = _outside(old_at, len(old), new_at, len(new))
     free_new = _outside(new_at, len(new), old_at, len(old))
     if len(free_old) == 1 and not free_new:
-        target.splice(free_old[0], len(old), new)
-        return Outcome(block, PENDING)
+        return Outcome(block, PENDING), free_old[0]
     if not free_old and len(free_new) == 1:
-        return Outcome(block, DONE)
+        return Outcome(block, DONE), -1
     if not free_old and not free_new:
         return Outcome(block, CONFLICT, f"{old_name} text not found in {block.path}",
                        closest_lines(target.lines, old, f"{old_name} of block {block.number}",
-                                     block.path))
+                                     block.path)), -1
     if len(free_old) > 1:
         return Outcome(block, CONFLICT, f"{old_name} text found {len(free_old)} times in "
-                       f"{block.path} (lines {_numbers(free_old)}); it must match exactly once")
+                       f"{block.path} (lines {_numbers(free_old)}); it must match exactly once"), -1
     if len(free_new) > 1:
         return Outcome(block, CONFLICT, f"{new_name} text found {len(free_new)} times in "
-                       f"{block.path} (lines {_numbers(free_new)})")
+                       f"{block.path} (lines {_numbers(free_new)})"), -1
     return Outcome(block, CONFLICT, f"both SEARCH (line {free_old[0] + 1}) and REPLACE "
-                   f"(line {free_new[0] + 1}) text are in {block.path}")
+                   f"(line {free_new[0] + 1}) text are in {block.path}"), -1
+
+
+def _assess_methods(target: TargetFile, block: Block, reverse: bool) -> Outcome | None:
+    """PRESENT when the class defines the block's methods by other text; None: the texts decide.
+
+    Applying: all of them defined is PRESENT, some of them a conflict (never define one twice).
+    Reverting a block whose REPLACE text is not there: any of them defined is the host's own,
+    PRESENT, and left alone.
+    """
+    try:
+        defined = class_attributes(target.render())
+    except SyntaxError as exc:
+        return Outcome(block, CONFLICT, f"{block.path} is not valid Python ({exc.msg}, line "
+                       f"{exc.lineno}): cannot tell whether it defines {_names(block.adds)}")
+    missing = [cls for cls, _ in block.adds if cls not in defined]
+    if missing:
+        return Outcome(block, CONFLICT, f"class {missing[0]} not found in {block.path}")
+    have = [(cls, method) for cls, method in block.adds if method in defined[cls]]
+    if not have or (not reverse and len(have) < len(block.adds)):
+        if have:
+            lacking = [pair for pair in block.adds if pair not in have]
+            return Outcome(block, CONFLICT, f"{_names(have)} already defined in {block.path} but "
+                           f"not {_names(lacking)}: a method is never defined twice; add the "
+                           "others by hand")
+        return None
+    return Outcome(block, PRESENT, _names(have, " defines "))
+
+
+def _names(pairs: Iterable[tuple[str, str]], joiner: str = ".") -> str:
+    """``JrQueueClient defines a, b`` (joiner " defines ") or ``JrQueueClient.a, JrQueueClient.b``."""
+    by_class: dict[str, list[str]] = {}
+    for cls, method in pairs:
+        by_class.setdefault(cls, []).append(method)
+    if joiner == ".":
+        return ", ".join(f"{cls}.{method}" for cls, methods in by_class.items() for method in methods)
+    return "; ".join(f"{cls}{joiner}{', '.join(methods)}" for cls, methods in by_class.items())
+
+
+def class_attributes(source: bytes) -> dict[str, list[str]]:
+    """Every class in ``source`` and the names its body defines (def, assignment), in order.
+
+    A name listed twice is defined twice. Classes of the same name are merged.
+    """
+    classes: dict[str, list[str]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef):
+            names = classes.setdefault(node.name, [])
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names.append(item.name)
+                elif isinstance(item, (ast.Assign, ast.AnnAssign)):
+                    targets = item.targets if isinstance(item, ast.Assign) else [item.target]
+                    names.extend(t.id for t in targets if isinstance(t, ast.Name))
+    return classes
+
+
+def _duplicates(source: bytes) -> set[str] | None:
+    """``Class.name`` for each method defined twice in a class; None when it is not Python."""
+    try:
+        classes = class_attributes(source)
+    except SyntaxError:
+        return None
+    return {f"{cls}.{name}" for cls, names in classes.items()
+            for name in {n for n in names if names.count(n) > 1}}
+
+
+def _splice_checked(target: TargetFile, block: Block, at: int, reverse: bool) -> Outcome:
+    """Splice the block in memory; refuse a Python file it would break or give a method twice."""
+    old, new = (block.replace, block.search) if reverse else (block.search, block.replace)
+    python = block.path.endswith(".py")
+    before = _duplicates(target.render()) if python else None
+    lines, endings = list(target.lines), list(target.endings)
+    target.splice(at, len(old), new)
+    if before is None:
+        return Outcome(block, PENDING)
+    try:
+        after = class_attributes(target.render())
+    except SyntaxError as exc:
+        reason = f"the result would not be valid Python ({exc.msg}, line {exc.lineno})"
+    else:
+        twice = sorted({f"{cls}.{name}" for cls, names in after.items()
+                        for name in names if names.count(name) > 1} - before)
+        if not twice:
+            return Outcome(block, PENDING)
+        reason = f"the result would define {', '.join(twice)} twice in {block.path}"
+    target.lines, target.endings = lines, endings
+    return Outcome(block, CONFLICT, reason)
 
 
 def _numbers(starts: list[int]) -> str:
