@@ -367,9 +367,7 @@ def _assess_text(target: TargetFile, block: Block, reverse: bool) -> tuple[Outco
     if not free_old and len(free_new) == 1:
         return Outcome(block, DONE), -1
     if not free_old and not free_new:
-        return Outcome(block, CONFLICT, f"{old_name} text not found in {block.path}",
-                       closest_lines(target.lines, old, f"{old_name} of block {block.number}",
-                                     block.path)), -1
+        return _not_found(target, block, reverse), -1
     if len(free_old) > 1:
         return Outcome(block, CONFLICT, f"{old_name} text found {len(free_old)} times in "
                        f"{block.path} (lines {_numbers(free_old)}); it must match exactly once"), -1
@@ -471,11 +469,8 @@ def _numbers(starts: list[int]) -> str:
     return ", ".join(str(at + 1) for at in starts)
 
 
-def closest_lines(lines: list[str], needle: tuple[str, ...], name: str, path: str,
-                  limit: int = 40) -> tuple[str, ...]:
-    """A unified diff from ``needle`` to the window of the file that resembles it most."""
-    if not lines:
-        return (f"{path} is empty",)
+def _best_window(lines: list[str], needle: tuple[str, ...]) -> tuple[float, int, int]:
+    """(similarity, start, size) of the window of ``lines`` that resembles ``needle`` most."""
     size = min(len(needle), len(lines))
     best_at, best_ratio = 0, -1.0
     matcher = difflib.SequenceMatcher(None, autojunk=False)
@@ -485,11 +480,39 @@ def closest_lines(lines: list[str], needle: tuple[str, ...], name: str, path: st
         ratio = matcher.ratio() if matcher.real_quick_ratio() > best_ratio else -1.0
         if ratio > best_ratio:
             best_at, best_ratio = at, ratio
+    return best_ratio, best_at, size
+
+
+def closest_lines(lines: list[str], needle: tuple[str, ...], name: str, path: str,
+                  limit: int = 40) -> tuple[str, ...]:
+    """A unified diff from ``needle`` to the window of the file that resembles it most."""
+    if not lines:
+        return (f"{path} is empty",)
+    _, best_at, size = _best_window(lines, needle)
     window = lines[best_at:best_at + size]
     diff = difflib.unified_diff(list(needle), window, fromfile=name, lineterm="",
                                 tofile=f"{path} lines {best_at + 1}-{best_at + size}")
     shown = list(diff)
     return tuple(shown[:limit] + ([f"... {len(shown) - limit} more lines"] if len(shown) > limit else []))
+
+
+def _not_found(target: TargetFile, block: Block, reverse: bool) -> Outcome:
+    """Neither text is there: show the file's lines closest to the text they resemble more.
+
+    A host that made the change by hand and then edited it resembles REPLACE, not SEARCH.
+    """
+    texts = [("SEARCH", block.search), ("REPLACE", block.replace)]
+    if reverse:
+        texts.reverse()
+    expected, other = texts
+    if target.lines and _best_window(target.lines, other[1])[0] > _best_window(target.lines, expected[1])[0]:
+        reason = (f"{expected[0]} text not found in {block.path}, nor {other[0]} text; "
+                  f"closest to {other[0]}:")
+        shown = other
+    else:
+        reason, shown = f"{expected[0]} text not found in {block.path}", expected
+    return Outcome(block, CONFLICT, reason, closest_lines(
+        target.lines, shown[1], f"{shown[0]} of block {block.number}", block.path))
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -371,6 +371,19 @@ def test_a_drifted_line_refuses_the_apply_and_leaves_every_file_untouched(root):
     assert snapshot(root) == before  # task_executor.py, whose block was clean, included
 
 
+def test_a_drifted_hand_made_change_is_shown_against_replace(today):
+    """Today's host has 01's REPLACE text by hand; an edit to it is shown against REPLACE."""
+    executor = today / EXECUTOR
+    executor.write_text(executor.read_text().replace("            results.append(result)\n",
+                                                     "            results.append(dict(result))\n"))
+    (conflict,) = patching.plan(today, patching.load_patches(["01"])).conflicts
+    assert conflict.reason == (f"SEARCH text not found in {EXECUTOR}, nor REPLACE text; "
+                               "closest to REPLACE:")
+    assert conflict.context[0] == "--- REPLACE of block 1"
+    assert "-            results.append(result)" in conflict.context
+    assert "+            results.append(dict(result))" in conflict.context
+
+
 def test_search_found_twice_is_a_refusal_naming_the_lines(root):
     client = root / CLIENT
     close = seed_edits()[1].search
