@@ -53,8 +53,12 @@ def _install():
         _say(f"this Python ({sys.executable}) cannot import jr_checkpoint: {type(exc).__name__}: "
              f"{exc}; install jr-checkpoint in that environment")
         return
+    dsn = os.environ.get("JR_CHECKPOINT_DSN")
     try:
-        jr_checkpoint.install(os.environ.get("JR_CHECKPOINT_DSN") or None)
+        if dsn:
+            jr_checkpoint.install(dsn)
+        else:
+            jr_checkpoint.install()
     except Exception as exc:
         _say(f"jr_checkpoint.install() failed, running without checkpoints: {type(exc).__name__}: {exc}")
 

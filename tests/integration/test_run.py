@@ -94,6 +94,20 @@ def test_a_failing_sitecustomize_on_the_path_is_one_line_and_the_command_runs(tm
                            "failed: RuntimeError: broken hook\n")
 
 
+def test_an_install_that_fails_is_one_line_and_the_command_runs(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    # The chained sitecustomize runs first: it breaks install() for this process only.
+    (other / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('JR_CHECKPOINT_RUN'):\n    import jr_checkpoint\n"
+        "    def install(*args, **kwargs):\n        raise RuntimeError('no hooks today')\n"
+        "    jr_checkpoint.install = install\n")
+    done = jr_run("--", sys.executable, "-c", REPORT, env=clean_env(PYTHONPATH=str(other)))
+    assert done.returncode == 0 and json.loads(done.stdout)["installed"] is False
+    assert done.stderr == ("jr-checkpoint run: jr_checkpoint.install() failed, running without "
+                           "checkpoints: RuntimeError: no hooks today\n")
+
+
 def test_the_bootstrap_goes_first_on_pythonpath_once():
     env = run.command_env(environ={"PYTHONPATH": f"/a{os.pathsep}{run.BOOTSTRAP_DIR}{os.pathsep}/b"})
     assert env["PYTHONPATH"].split(os.pathsep) == [str(run.BOOTSTRAP_DIR), "/a", "/b"]
