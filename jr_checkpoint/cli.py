@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import demo, embedded, patching, reports, schema
+from . import demo, embedded, patching, reports, run, schema
 from . import dsn as dsn_module
 from .errors import CheckpointError, ConfigurationError, PatchConflict, TaskLockedError
 from .steps import is_task_id
@@ -73,6 +73,9 @@ def _patch_status(outcome: patching.Outcome, reverse: bool, written: bool) -> st
         return f"conflict: {outcome.reason}"
     if outcome.state == patching.DONE:
         return "not applied" if reverse else "already applied"
+    if outcome.state == patching.PRESENT:
+        return (f"not this patch's text, left alone ({outcome.reason} itself)" if reverse
+                else f"already present ({outcome.reason})")
     if written:
         return "reverted" if reverse else "applied"
     return "reverts cleanly" if reverse else "applies cleanly"
@@ -114,6 +117,28 @@ def _add_patch_command(commands) -> None:
                             help="a patch file, or the name of a bundled patch (default: every "
                             "bundled patch not marked optional)")
         parser.set_defaults(func=cmd_patch)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Becomes COMMAND (exec): returns only when COMMAND cannot start."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    run.exec_command(args.command, args.dsn)
+    return 0  # pragma: no cover (exec_command returns only by raising)
+
+
+def _add_run_command(commands) -> None:
+    parser = commands.add_parser(
+        "run", help="run COMMAND with jr-checkpoint installed at Python start-up (no edit to the host)",
+        usage=run.USAGE,
+        description="Run COMMAND (e.g. python3 -u jr_queue_worker.py 'Jr Name') in place of this "
+        "process, with a sitecustomize on PYTHONPATH that calls jr_checkpoint.install() in every "
+        "Python it starts. Exit status and signals are COMMAND's own. 127: COMMAND not found; "
+        "126: not executable.")
+    parser.add_argument("--dsn", help=f"the checkpoint database, passed as ${dsn_module.ENV_DSN} "
+                        "(default: the library's usual resolution, in the command's environment)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    parser.set_defaults(func=cmd_run)
 
 
 # -- demo, and looking into the ledger: status, stats, reset, prune ----------------------------
@@ -338,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--yes", action="store_true", help="do not ask before --drop")
     migrate.set_defaults(func=cmd_migrate)
     _add_patch_command(commands)
+    _add_run_command(commands)
     _add_ledger_commands(commands)
     return parser
 
