@@ -1,4 +1,5 @@
-"""The SQL the package sends: ``schema.sql``, the named queries of ``queries.sql`` and ``reports.sql``.
+"""The SQL the package sends: ``schema.sql``, the named queries of ``queries.sql``, ``reports.sql``
+and ``admin.sql``.
 
 All are read once, at import, with :mod:`importlib.resources`, so they travel inside a wheel.
 """
@@ -79,4 +80,5 @@ def expected_columns(schema: str) -> dict[str, dict[str, str]]:
 SCHEMA = read("schema.sql")
 QUERIES = parse_queries(read("queries.sql"))
 REPORTS = parse_queries(read("reports.sql"))  # the command line's reports, prune, demo
+ADMIN = parse_queries(read("admin.sql"))  # what `migrate --check` asks about the role
 TABLES = expected_columns(SCHEMA)
