@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from contextlib import closing
 
-import psycopg2
 from psycopg2 import sql as pgsql
 
-from .dsn import Target, first_line
-from .errors import StoreError
+from . import db
+from .dsn import Target
 from .sql import ADMIN, QUERIES, SCHEMA, TABLES
 from .store import LOCK_NAMESPACE
 
@@ -28,41 +27,29 @@ def create_tables(target: Target, connect_timeout: float | None = 5) -> dict[str
     sessions run it at once (both pass the check, one fails on a unique index of the
     catalog), so the transaction first takes an advisory lock that serializes migrations.
     """
-    with closing(target.connect(connect_timeout)) as conn:
-        try:
-            with conn, conn.cursor() as cur:  # commits, or rolls back on any error
-                cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
-                cur.execute(SCHEMA)
-                counts = {}
-                for table in TABLE_NAMES:
-                    cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
-                    counts[table] = cur.fetchone()[0]
-        except psycopg2.Error as exc:
-            raise StoreError(f"migration failed at {target.describe()}: {first_line(exc)}") from exc
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "migration"):
+        with conn, conn.cursor() as cur:  # commits, or rolls back on any error
+            cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
+            cur.execute(SCHEMA)
+            counts = {}
+            for table in TABLE_NAMES:
+                cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
+                counts[table] = cur.fetchone()[0]
     return counts
 
 
 def check(target: Target, connect_timeout: float | None = 5) -> list[str]:
     """``migrate --check``: the schema's problems, else what the connecting role lacks (one line)."""
-    with closing(target.connect(connect_timeout)) as conn:
-        try:
-            with conn, conn.cursor() as cur:
-                problems = _table_problems(cur)
-                if not problems:
-                    problems = _privilege_problems(cur)
-        except psycopg2.Error as exc:
-            raise StoreError(f"schema check failed at {target.describe()}: {first_line(exc)}") from exc
-    return problems
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):
+        with conn, conn.cursor() as cur:
+            return _table_problems(cur) or _privilege_problems(cur)
 
 
 def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]:
     """What differs from the seed's schema: missing tables, missing columns, wrong types."""
-    with closing(target.connect(connect_timeout)) as conn:
-        try:
-            with conn, conn.cursor() as cur:
-                return _table_problems(cur)
-        except psycopg2.Error as exc:
-            raise StoreError(f"schema check failed at {target.describe()}: {first_line(exc)}") from exc
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):
+        with conn, conn.cursor() as cur:
+            return _table_problems(cur)
 
 
 def _privilege_problems(cur) -> list[str]:
@@ -105,10 +92,7 @@ def _table_problems(cur) -> list[str]:
 
 
 def drop_tables(target: Target, connect_timeout: float | None = 5) -> None:
-    with closing(target.connect(connect_timeout)) as conn:
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
-                cur.execute(QUERIES["drop_tables"])
-        except psycopg2.Error as exc:
-            raise StoreError(f"drop failed at {target.describe()}: {first_line(exc)}") from exc
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "drop"):
+        with conn, conn.cursor() as cur:
+            cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
+            cur.execute(QUERIES["drop_tables"])
