@@ -193,7 +193,9 @@ def query(dsn_value: str, sql: str, params=None):
 # One block, kept at the end of the file. A real PgBouncer (Debian's package; .ci/run installs it)
 # per pool mode, started on first use and stopped when the session ends.
 
+import ctypes  # noqa: E402
 import pwd  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -218,7 +220,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _pgbouncer_user(server_host: str) -> str | None:
+def _pgbouncer_user(server_host: str) -> pwd.struct_passwd | None:
     """Who pgbouncer runs as: it refuses to run as root.
 
     Not root: ourselves (None). Root: the owner of the server's socket directory (the embedded
@@ -229,8 +231,24 @@ def _pgbouncer_user(server_host: str) -> str | None:
     if server_host.startswith("/") and os.path.isdir(server_host):
         owner = os.stat(server_host).st_uid
         if owner != 0:
-            return pwd.getpwuid(owner).pw_name
-    return "nobody"
+            return pwd.getpwuid(owner)
+    return pwd.getpwnam("nobody")
+
+
+def _child_setup(user: pwd.struct_passwd | None):
+    """In the child, before exec: become ``user``, then die with the test session.
+
+    The death signal is set after the user switch, which clears it, so that a pytest killed
+    with SIGKILL leaves no pgbouncer holding a port.
+    """
+    def setup() -> None:
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    return setup
 
 
 class PgBouncer:
@@ -288,9 +306,10 @@ ignore_startup_parameters = extra_float_digits
         user = _pgbouncer_user(self.server.get("host", ""))
         for _ in range(3):  # another process may take the free port first
             self.port = _free_port()
-            command = [binary, *(["-u", user] if user else []), str(self._write_config())]
+            command = [binary, str(self._write_config())]
             with self.log.open("w") as log:
-                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                preexec_fn=_child_setup(user))
             if self._wait_until_ready():
                 return self
             if "Address already in use" not in self.log.read_text(errors="replace"):
