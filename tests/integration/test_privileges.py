@@ -133,3 +133,14 @@ def test_the_functions_a_worker_calls_are_checked_too(roles, capsys, empty_dsn, 
         f"[Checkpoint Migration] role {roles['worker']} lacks: EXECUTE on function {signature}"])
     query(empty_dsn, f'GRANT EXECUTE ON FUNCTION {signature} TO "{roles["worker"]}"')
     assert check(capsys, roles["worker_dsn"])[0] == 0
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_the_check_works_for_a_worker_behind_pgbouncer(roles, capsys, empty_dsn, pgbouncer, mode):
+    # The check is one transaction, so transaction pooling cannot split it; any server role
+    # logs in through the fixture's PgBouncer.
+    via = pgbouncer(mode)(roles["worker_dsn"])
+    assert check(capsys, via)[0] == 0
+    query(empty_dsn, f'REVOKE USAGE ON SEQUENCE jr_task_checkpoints_id_seq FROM "{roles["worker"]}"')
+    assert check(capsys, via) == (1, [
+        f"[Checkpoint Migration] role {roles['worker']} lacks: USAGE on sequence jr_task_checkpoints_id_seq"])
