@@ -21,7 +21,7 @@ import pytest
 from jr_checkpoint.dsn import resolve
 from jr_checkpoint.errors import DatabaseUnavailable
 from tests.conftest import PgBouncer, query
-from tests.unit.test_dsn import PASSWORD, assert_no_password, everything_shown
+from tests.leaks import PASSWORD, assert_no_password, everything_shown
 
 ROOT = Path(__file__).resolve().parents[2]
 RIGHT_PASSWORD = "right-pw-1"

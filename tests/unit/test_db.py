@@ -8,7 +8,7 @@ import pytest
 from jr_checkpoint import db
 from jr_checkpoint.dsn import Target
 from jr_checkpoint.errors import DatabaseUnavailable
-from tests.unit.test_dsn import PASSWORD, assert_no_password, everything_shown
+from tests.leaks import PASSWORD, assert_no_password, everything_shown
 
 TARGET = Target({"host": "db1", "port": "6000", "dbname": "ledger", "password": PASSWORD}, "argument")
 

@@ -6,7 +6,6 @@ import importlib
 import socket
 import sys
 import textwrap
-import traceback
 from urllib.parse import quote
 
 import psycopg2
@@ -15,6 +14,7 @@ import pytest
 from jr_checkpoint import dsn as dsn_module
 from jr_checkpoint.dsn import Target, resolve
 from jr_checkpoint.errors import ConfigurationError, DatabaseUnavailable
+from tests.leaks import PASSWORD, assert_no_password, everything_shown
 
 HOST_CONFIG = "{'host': 'hosthost', 'port': 6001, 'database': 'hostdb', 'user': 'jr', 'password': 'hostpw'}"
 
@@ -256,29 +256,6 @@ def test_libpq_env_configured(monkeypatch):
 
 
 # -- no password in any output: messages, exception chains, tracebacks, repr() ------------------
-
-PASSWORD = "S3cr3t-pw%zz"  # "%zz" is a bad percent-escape in a URI
-SPELLINGS = (PASSWORD, "S3cr3t")  # "S3cr3t" alone catches a partly quoted or decoded password
-
-
-def everything_shown(exc: BaseException) -> str:
-    """All a user or a log could see of ``exc``: each link of its chain, and its traceback."""
-    seen, texts, todo = set(), [], [exc]
-    while todo:
-        link = todo.pop()
-        if link is None or id(link) in seen:
-            continue
-        seen.add(id(link))
-        texts += [str(link), repr(link), repr(link.args)]
-        todo += [link.__cause__, link.__context__]
-    texts.append("".join(traceback.format_exception(exc)))
-    return "\n".join(texts)
-
-
-def assert_no_password(text: str) -> None:
-    for spelling in SPELLINGS:
-        assert spelling not in text
-
 
 @pytest.mark.parametrize("bad", [
     f"postgresql://u:{PASSWORD}@db1:6000/ledger",            # libpq quotes the bad token whole
