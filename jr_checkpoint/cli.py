@@ -46,7 +46,7 @@ def _confirm(question: str, assume_yes: bool) -> bool:
 def cmd_migrate(args: argparse.Namespace) -> int:
     target = _target(args)
     if args.check:
-        problems = schema.check_tables(target, args.connect_timeout)
+        problems = schema.check(target, args.connect_timeout)
         for problem in problems:
             print(f"{PREFIX} {problem}", file=sys.stderr)
         if problems:
@@ -358,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_options(migrate)
     mode = migrate.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
-                      help="exit 0 if both tables exist with the seed's columns, else 1")
+                      help="exit 0 if both tables exist with the seed's columns and the connecting "
+                      "role may do what a worker does (read, write, use their sequences), else 1")
     mode.add_argument("--drop", action="store_true", help="drop both tables (asks unless --yes)")
     migrate.add_argument("--yes", action="store_true", help="do not ask before --drop")
     migrate.set_defaults(func=cmd_migrate)

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
-import psycopg2.errors
 
+from . import db
 from . import dsn as dsn_module
-from .errors import DatabaseUnavailable, SchemaMissing, StoreError, TaskOwnershipLost
+from .errors import DatabaseUnavailable, StoreError, TaskOwnershipLost
 from .log import emit
 from .sql import QUERIES
 
@@ -56,9 +56,6 @@ _STEP_TYPE_CHARS = 50  # VARCHAR(50) in the seed's schema
 _INT4_MAX = 2**31 - 1
 _TRUNCATED = "\n...[truncated by jr-checkpoint]"
 
-#: SQLSTATEs that mean the session is gone: admin/crash shutdown, cannot connect now.
-_DISCONNECT_STATES = {"57P01", "57P02", "57P03"}
-
 
 def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
     """Text PostgreSQL can store: NUL bytes escaped, at most ``limit`` UTF-8 bytes."""
@@ -71,17 +68,6 @@ def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
         return data.decode("utf-8")
     keep = limit - len(_TRUNCATED.encode())
     return data[:keep].decode("utf-8", errors="ignore") + _TRUNCATED
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """True when ``exc`` means the connection is gone (a restart, a kill, a network drop)."""
-    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-        return True
-    if isinstance(exc, psycopg2.DatabaseError):
-        code = getattr(exc, "pgcode", None)
-        # psycopg2 reports "server closed the connection unexpectedly" as a bare DatabaseError.
-        return code is None or code in _DISCONNECT_STATES or code.startswith("08")
-    return False
 
 
 # -- the owner's process, so a worker on the same host can tell that it died ----------------
@@ -217,16 +203,10 @@ class CheckpointStore:
             self._conn = None
 
     def _translate(self, exc: BaseException, name: str) -> Exception:
-        """The one place a database error becomes one of the package's errors."""
+        """Database errors become the package's in one place: :func:`jr_checkpoint.db.translate`."""
         if isinstance(exc, DatabaseUnavailable):
             return exc
-        if is_disconnect(exc):
-            return DatabaseUnavailable(
-                f"lost the connection to PostgreSQL at {self.describe()}: {dsn_module.first_line(exc)}")
-        if isinstance(exc, (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedFunction)):
-            return SchemaMissing(f"the checkpoint tables or functions are missing at {self.describe()}: "
-                                 "run `jr-checkpoint migrate`")
-        return StoreError(f"{name} failed: {dsn_module.first_line(exc)}")
+        return db.translate(exc, self.target, name)
 
     def _run(self, name: str, params: Mapping[str, Any] | None = None, fetch: str = "one",
              *, patient: bool = False):
@@ -252,16 +232,16 @@ class CheckpointStore:
                 except (psycopg2.Error, DatabaseUnavailable) as exc:
                     error = self._translate(exc, name)
                     if not isinstance(error, DatabaseUnavailable):
-                        raise error from None
+                        raise error from error.__cause__
                     self._drop_connection()
                 except ValueError as exc:  # psycopg2 refuses some values (NUL bytes) before sending
                     raise StoreError(f"{name} failed: {dsn_module.first_line(exc)}") from None
             if not patient:
                 if stale and tries == 1:
                     continue  # the server dropped an idle connection: one fresh try
-                raise error from None
+                raise error from error.__cause__
             if self._clock() >= deadline:
-                raise error from None
+                raise error from error.__cause__
             logger.info("checkpoint connection lost (%s); trying again", error,
                         extra={"action": "reconnecting"})
             self._sleep(min(delay, max(0.0, deadline - self._clock())))
@@ -499,5 +479,4 @@ __all__ = [
     "TaskState",
     "bound_text",
     "holder_is_dead",
-    "is_disconnect",
 ]

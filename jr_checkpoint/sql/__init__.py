@@ -1,4 +1,5 @@
-"""The SQL the package sends: ``schema.sql``, the named queries of ``queries.sql`` and ``reports.sql``.
+"""The SQL the package sends: ``schema.sql``, the named queries of ``queries.sql``, ``reports.sql``
+and ``admin.sql``.
 
 All are read once, at import, with :mod:`importlib.resources`, so they travel inside a wheel.
 """
@@ -61,4 +62,5 @@ SCHEMA = read("schema.sql")
 FUNCTIONS = read("functions.sql")  # created by the migration after the seed's tables
 QUERIES = parse_queries(read("queries.sql"))
 REPORTS = parse_queries(read("reports.sql"))  # the command line's reports, prune, demo
+ADMIN = parse_queries(read("admin.sql"))  # what `migrate --check` asks about the role
 TABLES = expected_columns(SCHEMA)

@@ -21,13 +21,6 @@ DROP FUNCTION IF EXISTS jr_checkpoint_record_step(integer, text, integer, varcha
     varchar, integer, text, integer, integer, integer, double precision);
 DROP TABLE IF EXISTS jr_step_rewards, jr_task_checkpoints;
 
--- name: functions_present
-SELECT to_regprocedure('jr_checkpoint_begin(integer, integer, text, double precision, jsonb, text)')
-           IS NOT NULL,
-       to_regprocedure('jr_checkpoint_record_step(integer, text, integer, varchar, text, varchar, '
-                       'varchar, integer, text, integer, integer, integer, double precision)')
-           IS NOT NULL;
-
 -- name: begin_task
 -- Takes the task's lease, counts the attempt, loads every step row: one call, one round trip.
 -- The function is in functions.sql (created by `jr-checkpoint migrate`).
