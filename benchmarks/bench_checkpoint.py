@@ -21,8 +21,8 @@ check that it still works and wrote every row; the figures are never asserted.
 from __future__ import annotations
 
 import argparse
-import logging
 import contextlib
+import logging
 import os
 import platform
 import statistics

@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Becomes COMMAND (exec): returns only when COMMAND cannot start."""
     sys.stdout.flush()
     sys.stderr.flush()
-    run.exec_command(args.command, args.dsn)
+    run.exec_command(args.command, args.dsn, wait=args.wait)
     return 0  # pragma: no cover (exec_command returns only by raising)
 
 
@@ -137,8 +137,21 @@ def _add_run_command(commands) -> None:
         "126: not executable.")
     parser.add_argument("--dsn", help=f"the checkpoint database, passed as ${dsn_module.ENV_DSN} "
                         "(default: the library's usual resolution, in the command's environment)")
+    parser.add_argument("--wait", type=_seconds, metavar="SECONDS",
+                        help="wait this long for another worker to finish a task it holds, instead "
+                        "of refusing the task at once (passed as $JR_CHECKPOINT_WAIT)")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     parser.set_defaults(func=cmd_run)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {value!r}")
+    return seconds
 
 
 # -- demo, and looking into the ledger: status, stats, reset, prune ----------------------------

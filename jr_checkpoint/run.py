@@ -21,11 +21,15 @@ from .errors import CommandNotRunnable, ConfigurationError
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 #: Set in the command's environment, so the host (and an operator) can see it runs under us.
 ENV_MARKER = "JR_CHECKPOINT_RUN"
-USAGE = "jr-checkpoint run [--dsn DSN] -- COMMAND [ARGS...]"
+USAGE = "jr-checkpoint run [--dsn DSN] [--wait SECONDS] -- COMMAND [ARGS...]"
+#: How long the command's workers wait for a task another worker holds (install(wait=...)).
+ENV_WAIT = "JR_CHECKPOINT_WAIT"
 
 
-def command_env(dsn: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for COMMAND: the bootstrap first on PYTHONPATH, the marker, the DSN if given."""
+def command_env(dsn: str | None = None, environ: Mapping[str, str] | None = None,
+                wait: float | None = None) -> dict[str, str]:
+    """The environment for COMMAND: the bootstrap first on PYTHONPATH, the marker, the DSN and
+    the wait if given."""
     env = dict(os.environ if environ is None else environ)
     paths = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep)
              if entry and entry != str(BOOTSTRAP_DIR)]
@@ -33,10 +37,12 @@ def command_env(dsn: str | None = None, environ: Mapping[str, str] | None = None
     env[ENV_MARKER] = "1"
     if dsn:
         env[ENV_DSN] = dsn
+    if wait is not None:
+        env[ENV_WAIT] = repr(float(wait))
     return env
 
 
-def exec_command(command: Sequence[str], dsn: str | None = None) -> None:
+def exec_command(command: Sequence[str], dsn: str | None = None, wait: float | None = None) -> None:
     """Replace this process with COMMAND (searched on PATH); returns only by raising."""
     command = list(command)
     if command[:1] == ["--"]:
@@ -44,7 +50,7 @@ def exec_command(command: Sequence[str], dsn: str | None = None) -> None:
     if not command:
         raise ConfigurationError(f"run: no COMMAND given: {USAGE}")
     try:
-        os.execvpe(command[0], command, command_env(dsn))
+        os.execvpe(command[0], command, command_env(dsn, wait=wait))
     except FileNotFoundError as exc:
         raise CommandNotRunnable(f"run: command not found: {command[0]}", 127) from exc
     except OSError as exc:

@@ -179,7 +179,9 @@ class CheckpointStore:
             self._conn, self._keeper, self._pid = None, None, os.getpid()
         if self._conn is None or self._conn.closed:
             self._conn = None
-            conn = self.target.connect(self.connect_timeout)
+            extra = {} if "application_name" in self.target.params else {
+                "application_name": f"jr-checkpoint pid {os.getpid()}"}  # for pg_stat_activity
+            conn = self.target.connect(self.connect_timeout, **extra)
             conn.autocommit = True
             self._conn = conn
         return self._conn

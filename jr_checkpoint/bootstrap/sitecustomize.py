@@ -53,12 +53,12 @@ def _install():
         _say(f"this Python ({sys.executable}) cannot import jr_checkpoint: {type(exc).__name__}: "
              f"{exc}; install jr-checkpoint in that environment")
         return
-    dsn = os.environ.get("JR_CHECKPOINT_DSN")
+    dsn = os.environ.get("JR_CHECKPOINT_DSN") or None
+    options = {}
     try:
-        if dsn:
-            jr_checkpoint.install(dsn)
-        else:
-            jr_checkpoint.install()
+        if os.environ.get("JR_CHECKPOINT_WAIT"):
+            options["wait"] = float(os.environ["JR_CHECKPOINT_WAIT"])
+        jr_checkpoint.install(dsn, **options)
     except Exception as exc:
         _say(f"jr_checkpoint.install() failed, running without checkpoints: {type(exc).__name__}: {exc}")
 

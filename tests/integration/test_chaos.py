@@ -96,8 +96,8 @@ def test_no_step_runs_twice_at_once_and_no_record_is_lost(chaos_server, tmp_path
     uri = chaos_server.get_uri()
 
     def spawn():
-        return subprocess.Popen([sys.executable, str(WORKER), uri, str(journals), str(tmp_path / "tasks.json")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        command = [sys.executable, str(WORKER), uri, str(journals), str(tmp_path / "tasks.json")]
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     restarts: list[float] = []
     stopping = threading.Event()
@@ -153,7 +153,7 @@ def test_no_step_runs_twice_at_once_and_no_record_is_lost(chaos_server, tmp_path
         # No two workers on one task at once: a run cut short lasts until its worker's death.
         spans = sorted((r["start"], r["end"] if r["end"] is not None else killed[r["pid"]], r["pid"])
                        for n in range(STEPS) for r in runs[(task, n)])
-        for (_, end, pid), (start, _, other) in zip(spans, spans[1:]):
+        for (_, end, pid), (start, _, other) in zip(spans, spans[1:], strict=False):
             assert pid == other or end <= start, f"task {task}: workers {pid} and {other} overlap"
     for (task, step), step_runs in runs.items():
         *earlier, last = sorted(step_runs, key=lambda r: r["start"])

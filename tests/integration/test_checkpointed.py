@@ -182,6 +182,36 @@ def test_a_second_worker_without_wait_is_refused_before_any_step(dsn, tmp_path):
     assert (tmp_path / "x").read_text() == "a"
 
 
+def test_a_terminated_backend_does_not_hand_the_task_to_a_waiting_worker(dsn, tmp_path):
+    """The owner's session dies mid-step while a second worker waits: the owner lives, so it
+    keeps the task (its lease), finishes, and the second worker then finds every step done."""
+    gate = {"type": "shell",
+            "command": "echo start >> gate.log; while [ ! -f go ]; do sleep 0.01; done; echo end >> gate.log"}
+    steps = [{"type": "append", "path": "x", "content": "a"}, gate,
+             {"type": "append", "path": "x", "content": "b"}]
+    first = run_worker(dsn, 110, tmp_path, steps)
+    while not (tmp_path / "gate.log").exists():
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.01)
+    second = run_worker(dsn, 110, tmp_path, steps, wait=60)
+    names = {f"jr-checkpoint pid {first.pid}", f"jr-checkpoint pid {second.pid}"}
+    while len(query(dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = ANY(%s)",
+                    (list(names),))) < 2:  # handshake: the second worker is connected, waiting
+        assert second.poll() is None, second.communicate()
+        time.sleep(0.01)
+    ((terminated,),) = query(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE application_name = %s", (f"jr-checkpoint pid {first.pid}",))
+    assert terminated
+    (tmp_path / "go").touch()
+    out_first, err_first = first.communicate(timeout=60)
+    out_second, err_second = second.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, (err_first, err_second)
+    assert (tmp_path / "gate.log").read_text() == "start\nend\n"  # the gate step ran once
+    assert (tmp_path / "x").read_text() == "ab"
+    assert [r.get("skipped") for r in json.loads(out_second)] == [True, True, True]
+    assert results_by_step(dsn, 110) == {0: "success", 1: "success", 2: "success"}
+
+
 class RestartingExecutor:
     """Mixin: a step {'type': 'db', 'action': 'stop'|'start'|'restart'} drives the server."""
 

@@ -136,7 +136,7 @@ def test_no_command_is_one_line_and_exit_2():
         done = jr_run(*argv)
         assert (done.returncode, done.stdout) == (2, "")
         assert done.stderr == ("jr-checkpoint: error: run: no COMMAND given: "
-                               "jr-checkpoint run [--dsn DSN] -- COMMAND [ARGS...]\n")
+                               "jr-checkpoint run [--dsn DSN] [--wait SECONDS] -- COMMAND [ARGS...]\n")
 
 
 def test_a_command_not_found_is_one_line_and_exit_127(tmp_path):
