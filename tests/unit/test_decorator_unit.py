@@ -445,3 +445,41 @@ def test_an_exception_whose_str_raises_reaches_the_host_unchanged(make, store):
         decorated().execute_steps([{"n": 0}, {"boom": True}])
     assert store.results(1) == {0: "success", 1: "error"}
     assert "Unprintable" in store.rows[(1, 1)]["error_detail"]
+
+
+def test_a_dsn_option_opens_one_store_per_decorated_function(mocker):
+    from jr_checkpoint import decorator
+
+    opened = []
+
+    def fake_store(dsn):
+        opened.append(FakeStore())
+        return opened[-1]
+
+    mocker.patch.object(decorator, "CheckpointStore", side_effect=fake_store)
+
+    class Host(Executor):
+        execute_steps = checkpointed_steps(Executor.execute_steps, dsn="dbname=two")
+
+    for _ in range(3):
+        Host().execute_steps([{"n": 0}])
+    assert len(opened) == 1  # not one per call
+    assert opened[0].calls.count("begin") == 3
+
+
+def test_uninstall_closes_the_shared_default_store(mocker):
+    import jr_checkpoint
+    from jr_checkpoint import decorator
+
+    shared = FakeStore()
+    shared.close = mocker.Mock()
+    mocker.patch.object(decorator, "CheckpointStore", return_value=shared)
+
+    class Host(Executor):
+        execute_steps = checkpointed_steps(Executor.execute_steps)  # no store, no dsn: the shared one
+
+    jr_checkpoint.install(store=FakeStore(), target="tests.fakes:FileExecutor.execute_steps")
+    Host().execute_steps([{"n": 0}])
+    assert shared.calls.count("begin") == 1
+    jr_checkpoint.uninstall()
+    assert shared.close.call_count == 1
