@@ -64,11 +64,17 @@ def check(capsys, dsn: str) -> tuple[int, list[str]]:
 
 
 def record_one_step(dsn: str, task_id: int = 7) -> None:
+    """What a worker does for a task's first step: take it, record, give it back unfinished."""
     store = CheckpointStore(dsn)
     try:
-        store.begin_attempt(task_id, 2)
-        store.record_step(task_id, 0, execution_result="success", step_type="write",
-                          target_file="a.txt", last_completed_step=0, total_steps=2)
+        state = store.begin_task(task_id, 2)
+        assert state is not None
+        try:
+            store.record_step(task_id, 0, owner=state.owner, execution_result="success",
+                              step_type="write", target_file="a.txt", last_completed_step=0,
+                              total_steps=2, resume_at=1)
+        finally:
+            store.release_task(task_id, state.owner, completed=False)
     finally:
         store.close()
 
