@@ -120,6 +120,24 @@ def test_every_gap_is_named_in_one_line(roles, capsys, empty_dsn):
         "USAGE on sequence jr_step_rewards_id_seq, USAGE on sequence jr_task_checkpoints_id_seq"])
 
 
+def test_the_documented_grants_are_enough_where_public_cannot_execute(roles, capsys, empty_dsn):
+    # A hardened database: PUBLIC's default EXECUTE on new functions revoked.
+    from jr_checkpoint.schema import WORKER_FUNCTIONS
+
+    query(empty_dsn, "".join(f"REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC; " for f in WORKER_FUNCTIONS))
+    assert check(capsys, roles["worker_dsn"])[0] == 0
+    record_one_step(roles["worker_dsn"])
+    assert query(empty_dsn, "SELECT task_id, step_number FROM jr_step_rewards") == [(7, 0)]
+    # Without the documented GRANT EXECUTE such a worker could not take a task at all.
+    query(empty_dsn, "".join(f'REVOKE EXECUTE ON FUNCTION {f} FROM "{roles["worker"]}"; '
+                             for f in WORKER_FUNCTIONS))
+    assert check(capsys, roles["worker_dsn"]) == (1, [
+        f"[Checkpoint Migration] role {roles['worker']} lacks: "
+        + ", ".join(f"EXECUTE on function {f}" for f in WORKER_FUNCTIONS)])
+    with pytest.raises(StoreError, match="permission denied for function jr_checkpoint_begin"):
+        record_one_step(roles["worker_dsn"], task_id=8)
+
+
 def test_the_owner_lacks_nothing(roles, capsys):
     migrator = as_role(roles["worker_dsn"], roles["migrator"])
     assert check(capsys, migrator)[0] == 0
