@@ -11,6 +11,7 @@ import sys
 import threading
 from datetime import datetime
 
+import psycopg2
 import pytest
 
 from jr_checkpoint import schema
@@ -459,6 +460,65 @@ def test_a_crashed_holder_on_another_host_keeps_the_task_until_its_lease_ends(st
     data = state.checkpoint["checkpoint_data"]
     assert data["lease_until"] - store.lease >= expiry
     assert (state.attempt, data["fence"]) == (2, 2)
+
+
+# -- an answer lost after the server committed: the resend must not change the outcome ----------
+
+
+class LostAnswers:
+    """Wraps the store's real connection: the answers listed as lost (True, in order of the
+    statements sent) never arrive, although the server ran and committed the statement."""
+
+    def __init__(self, store, lost: list[bool]):
+        self.lost = list(lost)
+        self.real = store._connection
+        store._connection = self.connection
+
+    def connection(self):
+        conn, lost = self.real(), self.lost
+
+        class Cursor:
+            def __init__(self):
+                self.cur = conn.cursor()
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.cur.close()
+
+            def execute(self, sql, params=None):
+                self.cur.execute(sql, params)
+                if lost and lost.pop(0):
+                    raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+            def fetchone(self):
+                return self.cur.fetchone()
+
+        class Connection:
+            def cursor(self):
+                return Cursor()
+
+        return Connection()
+
+
+def test_begin_task_resent_after_a_lost_answer_counts_the_attempt_once(store, dsn):
+    LostAnswers(store, [True])
+    state = store.begin_task(7)
+    assert state is not None
+    assert store.round_trips == 2  # sent, lost, sent again
+    data = lease_data(dsn, 7)
+    assert (state.attempt, data["attempts"], data["fence"], data["owner"]) == (1, 1, 1, state.owner)
+
+
+def test_a_takeover_resent_after_a_lost_answer_still_takes_the_task(store, dsn):
+    killed_holder(dsn, 7)
+    LostAnswers(store, [False, True])  # the holder is seen dead; the takeover's answer is lost
+    state = store.begin_task(7, wait=0)
+    assert state is not None  # not "someone holds it": that someone is this very call
+    assert store.round_trips == 3
+    data = lease_data(dsn, 7)
+    assert (state.attempt, data["attempts"], data["fence"], data["owner"]) == (2, 2, 2, state.owner)
 
 
 # -- connections ---------------------------------------------------------------------------------
