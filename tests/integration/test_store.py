@@ -318,8 +318,15 @@ def test_values_sql_cannot_hold_are_refused_cleanly(store, dsn):
         store.record_step(INJECTION, 0, owner=owner, execution_result="success")  # an INTEGER
     with pytest.raises(StoreError):
         store.record_step(7, 0, owner=owner, execution_result="x" * 21)  # VARCHAR(20)
-    with pytest.raises(StoreError):
-        store.record_step(2**31, 0, owner=owner, execution_result="success")  # past INTEGER
+    for call in (lambda: store.record_step(2**31, 0, owner=owner, execution_result="success"),
+                 lambda: store.record_step(7, -2**31 - 1, owner=owner, execution_result="success"),
+                 lambda: store.begin_task(2**31)):  # past INTEGER: a value error, not "run migrate"
+        with pytest.raises(StoreError, match="out of range for type integer") as info:
+            call()
+        assert type(info.value) is StoreError
+    with pytest.raises(StoreError, match='invalid input syntax for type integer: "7.5"') as info:
+        store.record_step(7.5, 0, owner=owner, execution_result="success")  # never task 8
+    assert type(info.value) is StoreError
     with pytest.raises(StoreError):
         store.record_step(7, 0, owner=owner, execution_result="success", content_hash="\x00")
     assert store.save_checkpoint(7, 0, checkpoint_data={"x": "\x00"}) is False  # jsonb refuses \u0000
