@@ -425,9 +425,9 @@ def live_child():
     child.wait(timeout=30)
 
 
-def stale_identity():
-    """A boot id and start time no live process has."""
-    return store_module._process_identity(os.getpid()).split(":")[0] + ":1"
+def stale_identity(start="1"):
+    """This boot and PID namespace, a start time no live process has."""
+    return store_module._process_identity(os.getpid()).rpartition(":")[0] + ":" + start
 
 
 def test_a_holder_on_this_host_whose_process_is_gone_is_dead(dead_pid):
@@ -457,6 +457,26 @@ def test_a_holder_that_cannot_be_judged_is_not_dead(holder):
 
 def test_a_holder_on_another_host_is_never_dead(dead_pid):
     assert not holder_is_dead({"host": "elsewhere", "pid": dead_pid, "proc": stale_identity()})
+
+
+def test_the_identity_is_boot_namespace_and_start_time():
+    boot, namespace, start = store_module._process_identity(os.getpid()).split(":")
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        assert boot == handle.read().strip()
+    assert namespace == str(os.stat("/proc/self/ns/pid").st_ino)
+    assert int(start) > 0
+
+
+@pytest.mark.parametrize("where", ["another boot", "another pid namespace", "an older version"])
+def test_a_holder_sharing_only_the_host_name_is_never_dead(dead_pid, live_child, where):
+    # Another machine with the same name, or a container on this host's UTS namespace: the
+    # pid (dead here, or another process here) names nothing we can see.
+    boot, namespace, start = store_module._process_identity(live_child.pid).split(":")
+    proc = {"another boot": f"00000000-0000-0000-0000-000000000000:{namespace}:{start}",
+            "another pid namespace": f"{boot}:1:{start}",
+            "an older version": f"{boot}:{start}"}[where]
+    for pid in (dead_pid, live_child.pid):
+        assert not holder_is_dead({"host": socket.gethostname(), "pid": pid, "proc": proc})
 
 
 def test_an_owner_on_this_host_whose_process_died_is_taken_over_at_once(mocker, fake_time, dead_pid,
