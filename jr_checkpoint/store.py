@@ -73,14 +73,17 @@ def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
 # -- the owner's process, so a worker on the same host can tell that it died ----------------
 
 def _process_identity(pid: int) -> str | None:
-    """boot id + start time of ``pid`` (Linux): unique across pid reuse; None elsewhere."""
+    """boot id + PID namespace + start time of ``pid`` as this process sees it (Linux): unique
+    across pid reuse; None elsewhere. The namespace is this process's own: a pid names a
+    process only within one PID namespace (another's namespace is not ours to read)."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as handle:
             boot = handle.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
         with open(f"/proc/{pid}/stat") as handle:
             stat = handle.read()
         start = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after "comm"
-        return f"{boot}:{start}"
+        return f"{boot}:{namespace}:{start}"
     except (OSError, IndexError):
         return None
 
@@ -91,12 +94,19 @@ def holder_identity() -> dict[str, Any]:
 
 
 def holder_is_dead(holder: Any) -> bool:
-    """True only when ``holder`` ran on this host and its process no longer exists."""
+    """True only when ``holder`` ran on this host and its process no longer exists.
+
+    "This host" is the same host name, kernel boot and PID namespace: a machine or a
+    container that shares only the host name (clones, containers on the host's UTS
+    namespace) has pids that mean nothing here, so its holder is never judged dead.
+    """
     if not isinstance(holder, Mapping) or holder.get("host") != socket.gethostname():
         return False
-    pid, proc = holder.get("pid"), holder.get("proc")
-    if not isinstance(pid, int) or not proc or _process_identity(os.getpid()) is None:
+    pid, proc, mine = holder.get("pid"), holder.get("proc"), _process_identity(os.getpid())
+    if not isinstance(pid, int) or not isinstance(proc, str) or mine is None:
         return False  # cannot tell here
+    if proc.rpartition(":")[0] != mine.rpartition(":")[0]:
+        return False  # another boot or another PID namespace: cannot tell
     return _process_identity(pid) != proc
 
 

@@ -14,6 +14,8 @@
 -- Takes the task unless a live owner holds it (or takes it from `p_takeover`, an owner the
 -- caller saw die), counts the attempt, and returns the checkpoint and every step row, or the
 -- current holder when the task is not taken. One call, so one round trip.
+-- `p_owner` is new for each begin_task, so a row it already owns means this very call was sent
+-- again after its answer was lost: the task is still taken, and counted once.
 CREATE OR REPLACE FUNCTION jr_checkpoint_begin(
     p_task_id integer, p_total_steps integer, p_owner text, p_lease double precision,
     p_holder jsonb, p_takeover text)
@@ -32,11 +34,15 @@ BEGIN
         checkpoint_data = COALESCE(t.checkpoint_data, '{}'::jsonb) || jsonb_build_object(
             'attempts',
             CASE WHEN jsonb_typeof(t.checkpoint_data -> 'attempts') = 'number'
-                 THEN (t.checkpoint_data ->> 'attempts')::numeric::integer + 1 ELSE 1 END,
+                 THEN (t.checkpoint_data ->> 'attempts')::numeric::integer
+                      + CASE WHEN t.checkpoint_data ->> 'owner' = p_owner THEN 0 ELSE 1 END
+                 ELSE 1 END,
             'owner', p_owner,
             'fence',
             CASE WHEN jsonb_typeof(t.checkpoint_data -> 'fence') = 'number'
-                 THEN (t.checkpoint_data ->> 'fence')::numeric::bigint + 1 ELSE 1 END,
+                 THEN (t.checkpoint_data ->> 'fence')::numeric::bigint
+                      + CASE WHEN t.checkpoint_data ->> 'owner' = p_owner THEN 0 ELSE 1 END
+                 ELSE 1 END,
             'lease_until', v_now + p_lease,
             'holder', p_holder),
         updated_at = NOW()
@@ -45,6 +51,7 @@ BEGIN
        OR jsonb_typeof(t.checkpoint_data -> 'lease_until') IS DISTINCT FROM 'number'
        OR (t.checkpoint_data ->> 'lease_until')::double precision < v_now
        OR t.checkpoint_data ->> 'owner' = p_takeover
+       OR t.checkpoint_data ->> 'owner' = p_owner
     RETURNING json_build_object('last_completed_step', t.last_completed_step,
                                 'total_steps', t.total_steps,
                                 'checkpoint_data', t.checkpoint_data)

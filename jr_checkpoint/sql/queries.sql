@@ -24,15 +24,22 @@ DROP TABLE IF EXISTS jr_step_rewards, jr_task_checkpoints;
 -- name: begin_task
 -- Takes the task's lease, counts the attempt, loads every step row: one call, one round trip.
 -- The function is in functions.sql (created by `jr-checkpoint migrate`).
-SELECT jr_checkpoint_begin(%(task_id)s, %(total_steps)s, %(owner)s, %(lease)s,
-                           %(holder)s::jsonb, %(takeover)s);
+-- The integer arguments go through ::text::integer: a Python int past INTEGER's range is sent
+-- as a bigint literal, for which no function matches (the server would say the function does
+-- not exist, and the store "run migrate"); this way it is "out of range for type integer".
+-- Through text, not straight ::integer, which would round a float (7.5 -> task 8) silently.
+SELECT jr_checkpoint_begin(%(task_id)s::text::integer, %(total_steps)s::text::integer,
+                           %(owner)s, %(lease)s, %(holder)s::jsonb, %(takeover)s);
 
 -- name: record_step
 -- The per-step statement: the step's row and the task's checkpoint, only while we own the task.
+-- Integers through ::text::integer, as in begin_task.
 SELECT jr_checkpoint_record_step(
-    %(task_id)s, %(owner)s, %(step_number)s, %(step_type)s, %(target_file)s, %(content_hash)s,
-    %(execution_result)s, %(execution_time_ms)s, %(error_detail)s, %(last_completed_step)s,
-    %(total_steps)s, %(resume_at)s, %(lease)s);
+    %(task_id)s::text::integer, %(owner)s, %(step_number)s::text::integer, %(step_type)s,
+    %(target_file)s, %(content_hash)s, %(execution_result)s,
+    %(execution_time_ms)s::text::integer, %(error_detail)s,
+    %(last_completed_step)s::text::integer, %(total_steps)s::text::integer,
+    %(resume_at)s::text::integer, %(lease)s);
 
 -- name: renew_lease
 UPDATE jr_task_checkpoints

@@ -64,11 +64,17 @@ def check(capsys, dsn: str) -> tuple[int, list[str]]:
 
 
 def record_one_step(dsn: str, task_id: int = 7) -> None:
+    """What a worker does for a task's first step: take it, record, give it back unfinished."""
     store = CheckpointStore(dsn)
     try:
-        store.begin_attempt(task_id, 2)
-        store.record_step(task_id, 0, execution_result="success", step_type="write",
-                          target_file="a.txt", last_completed_step=0, total_steps=2)
+        state = store.begin_task(task_id, 2)
+        assert state is not None
+        try:
+            store.record_step(task_id, 0, owner=state.owner, execution_result="success",
+                              step_type="write", target_file="a.txt", last_completed_step=0,
+                              total_steps=2, resume_at=1)
+        finally:
+            store.release_task(task_id, state.owner, completed=False)
     finally:
         store.close()
 
@@ -112,6 +118,24 @@ def test_every_gap_is_named_in_one_line(roles, capsys, empty_dsn):
     assert check(capsys, roles["worker_dsn"]) == (1, [
         f"[Checkpoint Migration] role {worker} lacks: {tables}, "
         "USAGE on sequence jr_step_rewards_id_seq, USAGE on sequence jr_task_checkpoints_id_seq"])
+
+
+def test_the_documented_grants_are_enough_where_public_cannot_execute(roles, capsys, empty_dsn):
+    # A hardened database: PUBLIC's default EXECUTE on new functions revoked.
+    from jr_checkpoint.schema import WORKER_FUNCTIONS
+
+    query(empty_dsn, "".join(f"REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC; " for f in WORKER_FUNCTIONS))
+    assert check(capsys, roles["worker_dsn"])[0] == 0
+    record_one_step(roles["worker_dsn"])
+    assert query(empty_dsn, "SELECT task_id, step_number FROM jr_step_rewards") == [(7, 0)]
+    # Without the documented GRANT EXECUTE such a worker could not take a task at all.
+    query(empty_dsn, "".join(f'REVOKE EXECUTE ON FUNCTION {f} FROM "{roles["worker"]}"; '
+                             for f in WORKER_FUNCTIONS))
+    assert check(capsys, roles["worker_dsn"]) == (1, [
+        f"[Checkpoint Migration] role {roles['worker']} lacks: "
+        + ", ".join(f"EXECUTE on function {f}" for f in WORKER_FUNCTIONS)])
+    with pytest.raises(StoreError, match="permission denied for function jr_checkpoint_begin"):
+        record_one_step(roles["worker_dsn"], task_id=8)
 
 
 def test_the_owner_lacks_nothing(roles, capsys):

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 from datetime import datetime
 
+import psycopg2
 import pytest
 
 from jr_checkpoint import schema
 from jr_checkpoint.dsn import resolve
-from jr_checkpoint.errors import SchemaMissing, StoreError
+from jr_checkpoint.errors import SchemaMissing, StoreError, TaskOwnershipLost
 from jr_checkpoint.steps import digest as content_hash
 from jr_checkpoint.store import (
     MAX_TEXT_BYTES,
     CheckpointStore,
     StepRecord,
+    holder_identity,
 )
-from tests.conftest import query
+from tests.conftest import query, record_row
 
 STEP_COLUMNS = ("step_number", "step_type", "target_file", "step_content_hash", "execution_result",
                 "execution_time_ms", "error_detail", "created_at", "updated_at")
@@ -53,17 +61,48 @@ def table_counts(dsn: str) -> tuple[int, int]:
     return row
 
 
+def lease_data(dsn: str, task_id: int) -> dict | None:
+    """The checkpoint row's checkpoint_data, as the server has it now."""
+    rows = query(dsn, "SELECT checkpoint_data FROM jr_task_checkpoints WHERE task_id = %s", (task_id,))
+    return rows[0][0] if rows else None
+
+
+def server_now(dsn: str) -> float:
+    return float(query(dsn, "SELECT extract(epoch FROM clock_timestamp())")[0][0])
+
+
+@contextlib.contextmanager
+def stores(dsn: str, *options: dict):
+    made = [CheckpointStore(dsn, **each) for each in options]
+    try:
+        yield made
+    finally:
+        for each in made:
+            each.close()
+
+
+def poll(condition, timeout: float = 20.0, every: float = 0.02):
+    """Wait until ``condition()`` is true (a handshake on something observed), else fail."""
+    done = threading.Event()
+    for _ in range(int(timeout / every)):
+        if condition():
+            return
+        done.wait(every)
+    pytest.fail(f"not true after {timeout} s: {condition.__doc__ or condition}")
+
+
 # -- record, load, begin -------------------------------------------------------------------------
 
 
 def test_record_then_load_task_returns_the_rows_columns(store, dsn):
     write, shell = {"type": "write", "path": "a.py"}, {"type": "bash", "command": "make"}
-    store.record_step(7, 0, execution_result="success", step_type="write", target_file="a.py",
-                      content_hash=content_hash(write), execution_time_ms=12,
-                      last_completed_step=0, total_steps=3)
-    store.record_step(7, 1, execution_result="error", step_type="bash", target_file="",
+    owner = store.begin_task(7, 3).owner
+    store.record_step(7, 0, owner=owner, execution_result="success", step_type="write",
+                      target_file="a.py", content_hash=content_hash(write), execution_time_ms=12,
+                      last_completed_step=0, total_steps=3, resume_at=1)
+    store.record_step(7, 1, owner=owner, execution_result="error", step_type="bash", target_file="",
                       content_hash=content_hash(shell), execution_time_ms=5,
-                      error_detail="RuntimeError: boom", last_completed_step=0)
+                      error_detail="RuntimeError: boom", last_completed_step=0, resume_at=1)
     rows = step_rows(dsn, 7)
     assert [{k: v for k, v in row.items() if k not in ("created_at", "updated_at")} for row in rows] == [
         {"step_number": 0, "step_type": "write", "target_file": "a.py",
@@ -79,6 +118,8 @@ def test_record_then_load_task_returns_the_rows_columns(store, dsn):
     assert [from_json(step) for step in loaded["steps"]] == rows
     checkpoint = checkpoint_row(dsn, 7)
     assert (checkpoint["last_completed_step"], checkpoint["total_steps"]) == (0, 3)  # total kept
+    assert checkpoint["checkpoint_data"]["resume_at"] == 1
+    assert checkpoint["checkpoint_data"]["owner"] == owner
     assert from_json(loaded["checkpoint"]) == checkpoint
 
 
@@ -86,43 +127,53 @@ def test_load_task_of_an_unknown_task_is_none(store):
     assert store.load_task(404) is None
 
 
-def test_begin_attempt_loads_the_task_in_one_round_trip(store, dsn):
-    store.record_step(7, 0, execution_result="success", content_hash="h0", last_completed_step=0)
-    store.record_step(7, 1, execution_result="failed", content_hash="h1", last_completed_step=0)
+def test_begin_task_loads_the_task_in_one_round_trip(store, dsn):
     before = store.round_trips
-    state = store.begin_attempt(7, total_steps=4)
+    first = store.begin_task(7, total_steps=4)
     assert store.round_trips - before == 1
-    assert state.attempt == 1
-    assert state.steps == {0: StepRecord(0, "success", "h0", "unknown", ""),
+    assert (first.attempt, first.steps) == (1, {})
+    store.record_step(7, 0, owner=first.owner, execution_result="success", content_hash="h0",
+                      step_type="write", target_file="a.py", last_completed_step=0, resume_at=1)
+    store.record_step(7, 1, owner=first.owner, execution_result="failed", content_hash="h1",
+                      last_completed_step=0, resume_at=1)
+    store.release_task(7, first.owner, completed=False)
+    before = store.round_trips
+    started = server_now(dsn)
+    state = store.begin_task(7)
+    assert store.round_trips - before == 1
+    assert state.attempt == 2
+    assert state.owner != first.owner
+    assert state.steps == {0: StepRecord(0, "success", "h0", "write", "a.py"),
                            1: StepRecord(1, "failed", "h1", "unknown", "")}
-    assert state.checkpoint == {"last_completed_step": 0, "total_steps": 4,
-                                "checkpoint_data": {"attempts": 1}}
+    data = state.checkpoint["checkpoint_data"]
+    assert state.checkpoint == {"last_completed_step": 0, "total_steps": 4, "checkpoint_data": data}
+    assert {k: v for k, v in data.items() if k != "lease_until"} == {
+        "attempts": 2, "resume_at": 1, "owner": state.owner, "fence": 2, "holder": holder_identity()}
+    assert started + store.lease <= data["lease_until"] <= server_now(dsn) + store.lease
+    assert lease_data(dsn, 7) == data
 
 
-def test_begin_attempt_counts_attempts(store, dsn):
+def test_begin_task_counts_attempts(store, dsn):
     for expected in (1, 2, 3):
         before = store.round_trips
-        state = store.begin_attempt(9)
+        state = store.begin_task(9)
         assert store.round_trips - before == 1
         assert state.attempt == expected
         assert state.steps == {}
+        assert store.release_task(9, state.owner, completed=False) is False
     row = checkpoint_row(dsn, 9)
     assert (row["last_completed_step"], row["total_steps"]) == (-1, None)
-    assert row["checkpoint_data"] == {"attempts": 3}
-    store.record_step(9, 0, execution_result="success", last_completed_step=0, total_steps=2,
-                      checkpoint_data={"resume_at": 1})
-    state = store.begin_attempt(9)
-    assert state.attempt == 4
-    assert state.checkpoint == {"last_completed_step": 0, "total_steps": 2,
-                                "checkpoint_data": {"attempts": 4, "resume_at": 1}}
+    assert row["checkpoint_data"] == {"attempts": 3, "fence": 3}  # no owner: nobody runs it now
+    assert store.begin_task(9).attempt == 4
 
 
 def test_record_step_upserts_on_task_and_step_number(store, dsn):
-    store.record_step(7, 0, execution_result="failed", step_type="write", target_file="a.py",
-                      content_hash="old", execution_time_ms=1, error_detail="nope")
+    owner = store.begin_task(7).owner
+    store.record_step(7, 0, owner=owner, execution_result="failed", step_type="write",
+                      target_file="a.py", content_hash="old", execution_time_ms=1, error_detail="nope")
     (first,) = step_rows(dsn, 7)
-    store.record_step(7, 0, execution_result="success", step_type="edit", target_file="b.py",
-                      content_hash="new", execution_time_ms=2)
+    store.record_step(7, 0, owner=owner, execution_result="success", step_type="edit",
+                      target_file="b.py", content_hash="new", execution_time_ms=2)
     (second,) = step_rows(dsn, 7)
     assert {k: second[k] for k in STEP_COLUMNS[:7]} == {
         "step_number": 0, "step_type": "edit", "target_file": "b.py", "step_content_hash": "new",
@@ -132,43 +183,74 @@ def test_record_step_upserts_on_task_and_step_number(store, dsn):
     assert table_counts(dsn) == (1, 1)
 
 
-def test_record_step_moves_the_checkpoint_in_the_same_statement(store, dsn):
+def test_record_step_moves_the_checkpoint_and_the_lease_in_the_same_statement(store, dsn):
+    owner = store.begin_task(7).owner
     for number in range(3):
+        lease_before = lease_data(dsn, 7)["lease_until"]
         before = store.round_trips
-        store.record_step(7, number, execution_result="success", last_completed_step=number,
-                          total_steps=3 if number == 0 else None, checkpoint_data={"step": number})
+        store.record_step(7, number, owner=owner, execution_result="success",
+                          last_completed_step=number, total_steps=3 if number == 0 else None,
+                          resume_at=number + 1)
         assert store.round_trips - before == 1
         row = checkpoint_row(dsn, 7)
-        assert (row["last_completed_step"], row["total_steps"], row["checkpoint_data"]) == (
-            number, 3, {"step": number})
+        assert (row["last_completed_step"], row["total_steps"]) == (number, 3)
+        assert row["checkpoint_data"]["resume_at"] == number + 1
+        assert row["checkpoint_data"]["lease_until"] > lease_before  # every record renews the lease
     assert table_counts(dsn) == (3, 1)
 
 
 def test_record_step_is_all_or_nothing(store, dsn):
-    # NaN is not JSON: the checkpoint half of the statement fails, so the step row must not stay.
-    with pytest.raises(StoreError, match=r"^record_step failed: "):
-        store.record_step(7, 0, execution_result="success", checkpoint_data={"x": float("nan")})
-    assert table_counts(dsn) == (0, 0)
-    store.record_step(7, 0, execution_result="success")  # and the connection is fine
+    # The checkpoint moves first, then the step row fails (VARCHAR(20)): neither may stay.
+    owner = store.begin_task(7).owner
+    before = checkpoint_row(dsn, 7)
+    with pytest.raises(StoreError, match=r"^record_step failed at .*: value too long"):
+        store.record_step(7, 0, owner=owner, execution_result="x" * 21, last_completed_step=5,
+                          resume_at=6)
+    assert checkpoint_row(dsn, 7) == before
+    assert table_counts(dsn) == (0, 1)
+    store.record_step(7, 0, owner=owner, execution_result="success")  # and the connection is fine
     assert table_counts(dsn) == (1, 1)
 
 
-def test_finish_task_completed_removes_the_checkpoint_and_keeps_the_steps(store, dsn):
-    store.record_step(7, 0, execution_result="success", last_completed_step=0)
-    store.record_step(7, 1, execution_result="success", last_completed_step=1)
-    assert store.try_lock_task(7) is True
-    assert store.finish_task(7, completed=False) is False
-    assert checkpoint_row(dsn, 7) is not None
-    assert store.try_lock_task(7) is True
-    assert store.finish_task(7, completed=True) is True
+def test_release_completed_removes_the_checkpoint_and_keeps_the_steps(store, dsn):
+    owner = store.begin_task(7).owner
+    store.record_step(7, 0, owner=owner, execution_result="success", last_completed_step=0)
+    store.record_step(7, 1, owner=owner, execution_result="success", last_completed_step=1)
+    assert store.release_task(7, owner, completed=True) is True
     assert checkpoint_row(dsn, 7) is None
     assert [row["step_number"] for row in step_rows(dsn, 7)] == [0, 1]
+    assert store.release_task(7, owner, completed=True) is False  # nothing left to remove
+
+
+def test_release_unfinished_keeps_the_attempts_and_drops_the_owner(store, dsn):
+    owner = store.begin_task(7, 2).owner
+    store.record_step(7, 0, owner=owner, execution_result="success", last_completed_step=0,
+                      resume_at=1)
+    assert store.release_task(7, owner, completed=False) is False
+    row = checkpoint_row(dsn, 7)
+    assert (row["last_completed_step"], row["total_steps"]) == (0, 2)
+    assert row["checkpoint_data"] == {"attempts": 1, "fence": 1, "resume_at": 1}
+    with pytest.raises(TaskOwnershipLost):  # a released task is nobody's
+        store.record_step(7, 1, owner=owner, execution_result="success")
+    with stores(dsn, {}) as (other,):
+        assert other.begin_task(7, wait=0).attempt == 2  # free for the next worker at once
+
+
+def test_a_release_by_a_former_owner_changes_nothing(store, dsn):
+    old = store.begin_task(7).owner
+    store.release_task(7, old, completed=False)
+    new = store.begin_task(7).owner
+    before = checkpoint_row(dsn, 7)
+    assert store.release_task(7, old, completed=True) is False
+    assert store.release_task(7, old, completed=False) is False
+    assert checkpoint_row(dsn, 7) == before
+    assert before["checkpoint_data"]["owner"] == new
 
 
 def test_forget_task_removes_both(store, dsn):
-    store.record_step(7, 0, execution_result="success")
-    store.record_step(7, 1, execution_result="error")
-    store.record_step(8, 0, execution_result="success")
+    record_row(store, 7, 0, execution_result="success")
+    record_row(store, 7, 1, execution_result="error")
+    record_row(store, 8, 0, execution_result="success")
     assert store.forget_task(7) == (2, 1)
     assert step_rows(dsn, 7) == []
     assert checkpoint_row(dsn, 7) is None
@@ -200,9 +282,11 @@ def expected_text(value: str) -> str:
 
 
 def test_hostile_values_are_stored_as_data(store, dsn):
+    owner = store.begin_task(11).owner
     for number, value in enumerate(HOSTILE):
-        store.record_step(11, number, execution_result="failed", step_type=value, target_file=value,
-                          content_hash=content_hash({"path": value}), error_detail=value)
+        store.record_step(11, number, owner=owner, execution_result="failed", step_type=value,
+                          target_file=value, content_hash=content_hash({"path": value}),
+                          error_detail=value)
     rows = step_rows(dsn, 11)
     assert len(rows) == len(HOSTILE)
     for row, value in zip(rows, HOSTILE, strict=True):
@@ -218,27 +302,230 @@ def test_hostile_values_are_stored_as_data(store, dsn):
 
 
 def test_a_long_step_type_is_cut_to_fifty_characters(store, dsn):
-    store.record_step(7, 0, execution_result="success", step_type="t" * 200)
+    record_row(store, 7, 0, execution_result="success", step_type="t" * 200)
     assert step_rows(dsn, 7)[0]["step_type"] == "t" * 50
 
 
 def test_a_non_utf8_file_name_is_stored(store, dsn):
     name = b"caf\xe9.py".decode("utf-8", "surrogateescape")  # what os.listdir gives for latin-1 names
-    store.record_step(7, 0, execution_result="success", target_file=name)
+    record_row(store, 7, 0, execution_result="success", target_file=name)
     assert step_rows(dsn, 7)[0]["target_file"] == "caf?.py"
 
 
 def test_values_sql_cannot_hold_are_refused_cleanly(store, dsn):
+    owner = store.begin_task(7).owner
     with pytest.raises(StoreError):
-        store.record_step(INJECTION, 0, execution_result="success")  # task_id is an INTEGER
+        store.record_step(INJECTION, 0, owner=owner, execution_result="success")  # an INTEGER
     with pytest.raises(StoreError):
-        store.record_step(7, 0, execution_result="x" * 21)  # VARCHAR(20)
+        store.record_step(7, 0, owner=owner, execution_result="x" * 21)  # VARCHAR(20)
+    for call in (lambda: store.record_step(2**31, 0, owner=owner, execution_result="success"),
+                 lambda: store.record_step(7, -2**31 - 1, owner=owner, execution_result="success"),
+                 lambda: store.begin_task(2**31)):  # past INTEGER: a value error, not "run migrate"
+        with pytest.raises(StoreError, match="out of range for type integer") as info:
+            call()
+        assert type(info.value) is StoreError
+    with pytest.raises(StoreError, match='invalid input syntax for type integer: "7.5"') as info:
+        store.record_step(7.5, 0, owner=owner, execution_result="success")  # never task 8
+    assert type(info.value) is StoreError
     with pytest.raises(StoreError):
-        store.record_step(2**31, 0, execution_result="success")  # out of INTEGER's range
+        store.record_step(7, 0, owner=owner, execution_result="success", content_hash="\x00")
     assert store.save_checkpoint(7, 0, checkpoint_data={"x": "\x00"}) is False  # jsonb refuses \u0000
-    assert table_counts(dsn) == (0, 0)
-    store.record_step(7, 0, execution_result="success")
+    assert table_counts(dsn) == (0, 1)
+    store.record_step(7, 0, owner=owner, execution_result="success")
     assert table_counts(dsn) == (1, 1)
+
+
+# -- who runs a task -----------------------------------------------------------------------------
+
+
+def test_two_stores_exclude_each_other_on_a_task(dsn):
+    with stores(dsn, {}, {}) as (a, b):
+        mine = a.begin_task(7)
+        assert mine is not None
+        assert b.begin_task(7) is None
+        assert b.begin_task(7, wait=0.1) is None
+        assert b.begin_task(8) is not None  # another task is free
+        assert a.begin_task(7) is None  # the same store is no exception: each call is a new owner
+        a.release_task(7, mine.owner, completed=False)
+        theirs = b.begin_task(7)
+        assert theirs is not None
+        assert (theirs.attempt, theirs.checkpoint["checkpoint_data"]["fence"]) == (2, 2)
+        with pytest.raises(TaskOwnershipLost):
+            a.record_step(7, 0, owner=mine.owner, execution_result="success")
+        assert step_rows(dsn, 7) == []
+
+
+def test_an_expired_lease_is_taken_and_its_former_owner_writes_nothing(dsn):
+    with stores(dsn, {"lease": 0.5}, {}) as (a, b):
+        first = a.begin_task(7)  # and never renewed: no hold()
+        a.record_step(7, 0, owner=first.owner, execution_result="success", last_completed_step=0,
+                      resume_at=1)
+        expiry = lease_data(dsn, 7)["lease_until"]
+        second = b.begin_task(7, wait=None)  # polls until the lease has expired
+        data = second.checkpoint["checkpoint_data"]
+        assert data["lease_until"] - b.lease >= expiry  # taken only once the lease had run out
+        assert (second.attempt, data["fence"], data["owner"]) == (2, 2, second.owner)
+        assert second.steps == {0: StepRecord(0, "success", None, "unknown", "")}
+        before = (step_rows(dsn, 7), checkpoint_row(dsn, 7))
+        with pytest.raises(TaskOwnershipLost, match="another worker took it over"):
+            a.record_step(7, 1, owner=first.owner, execution_result="failed", last_completed_step=1,
+                          resume_at=9)
+        assert a.release_task(7, first.owner, completed=True) is False
+        assert a.renew(7, first.owner) is False
+        assert (step_rows(dsn, 7), checkpoint_row(dsn, 7)) == before  # it wrote nothing
+        b.record_step(7, 1, owner=second.owner, execution_result="success", last_completed_step=1)
+        assert b.release_task(7, second.owner, completed=True) is True
+
+
+def test_the_keeper_renews_a_held_lease(dsn):
+    with stores(dsn, {"lease": 0.6}, {}) as (a, b):
+        state = a.begin_task(7)
+        a.hold(7, state.owner)
+        seen = [lease_data(dsn, 7)["lease_until"]]
+        end = seen[0] + 0.9  # 1.5 s after the task was taken: past its first lease
+
+        def renewed_past_the_first_lease():
+            """the keeper renewed the lease past 1.5 s after it was taken"""
+            now, until = query(dsn, "SELECT extract(epoch FROM clock_timestamp()), "
+                                    "(checkpoint_data ->> 'lease_until')::float "
+                                    "FROM jr_task_checkpoints WHERE task_id = 7")[0]
+            assert until >= seen[-1]
+            if until > seen[-1]:
+                seen.append(until)
+            return float(now) > end and until > end
+
+        poll(renewed_past_the_first_lease)
+        assert len(seen) >= 4  # renewed every lease/3, not once
+        assert b.begin_task(7, wait=0) is None
+        assert a.lost(7, state.owner) is False
+        a.record_step(7, 0, owner=state.owner, execution_result="success")
+
+
+def test_the_keeper_notices_a_lease_taken_away(dsn):
+    with stores(dsn, {"lease": 0.3}) as (a,):
+        state = a.begin_task(7)
+        a.hold(7, state.owner)
+        query(dsn, "UPDATE jr_task_checkpoints SET checkpoint_data = checkpoint_data || "
+                   """'{"owner": "someone else"}' WHERE task_id = 7""")
+
+        def lost():
+            """the keeper marked the lease lost"""
+            return a.lost(7, state.owner)
+
+        poll(lost)
+        assert lease_data(dsn, 7)["owner"] == "someone else"
+
+
+# -- a holder that died --------------------------------------------------------------------------
+
+HOLDER = """\
+import sys, time
+from jr_checkpoint.store import CheckpointStore
+state = CheckpointStore(sys.argv[1]).begin_task(int(sys.argv[2]))
+print("READY", state.owner, flush=True)
+time.sleep(600)
+"""
+
+
+def killed_holder(dsn: str, task_id: int) -> tuple[int, str]:
+    """A real worker process takes the task, says so, and is killed with SIGKILL; its pid and owner."""
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, dsn, str(task_id)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()  # the handshake: it holds the lease now
+        assert line.startswith("READY "), line
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    return child.pid, line.split()[1]
+
+
+def test_a_crashed_holder_on_this_host_is_taken_over_at_once(store, dsn):
+    pid, owner = killed_holder(dsn, 7)
+    data = lease_data(dsn, 7)
+    assert (data["owner"], data["holder"]["pid"]) == (owner, pid)
+    assert data["holder"]["host"] == socket.gethostname()
+    assert data["lease_until"] > server_now(dsn) + 5  # a 30 s lease, far from over
+    state = store.begin_task(7, wait=0)
+    assert state is not None
+    assert (state.attempt, state.checkpoint["checkpoint_data"]["fence"]) == (2, 2)
+    assert lease_data(dsn, 7)["owner"] == state.owner
+
+
+def test_a_crashed_holder_on_another_host_keeps_the_task_until_its_lease_ends(store, dsn):
+    pid, owner = killed_holder(dsn, 7)
+    # On another host its death cannot be seen: only its lease (here 3 s from now) ends it.
+    query(dsn, "UPDATE jr_task_checkpoints SET checkpoint_data = checkpoint_data "
+               "|| jsonb_build_object('lease_until', extract(epoch FROM clock_timestamp()) + 3) "
+               "|| jsonb_build_object('holder', (checkpoint_data -> 'holder') "
+               """|| '{"host": "elsewhere"}') WHERE task_id = 7""")
+    expiry = lease_data(dsn, 7)["lease_until"]
+    assert store.begin_task(7, wait=0) is None
+    state = store.begin_task(7, wait=None)
+    data = state.checkpoint["checkpoint_data"]
+    assert data["lease_until"] - store.lease >= expiry
+    assert (state.attempt, data["fence"]) == (2, 2)
+
+
+# -- an answer lost after the server committed: the resend must not change the outcome ----------
+
+
+class LostAnswers:
+    """Wraps the store's real connection: the answers listed as lost (True, in order of the
+    statements sent) never arrive, although the server ran and committed the statement."""
+
+    def __init__(self, store, lost: list[bool]):
+        self.lost = list(lost)
+        self.real = store._connection
+        store._connection = self.connection
+
+    def connection(self):
+        conn, lost = self.real(), self.lost
+
+        class Cursor:
+            def __init__(self):
+                self.cur = conn.cursor()
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.cur.close()
+
+            def execute(self, sql, params=None):
+                self.cur.execute(sql, params)
+                if lost and lost.pop(0):
+                    raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+            def fetchone(self):
+                return self.cur.fetchone()
+
+        class Connection:
+            def cursor(self):
+                return Cursor()
+
+        return Connection()
+
+
+def test_begin_task_resent_after_a_lost_answer_counts_the_attempt_once(store, dsn):
+    LostAnswers(store, [True])
+    state = store.begin_task(7)
+    assert state is not None
+    assert store.round_trips == 2  # sent, lost, sent again
+    data = lease_data(dsn, 7)
+    assert (state.attempt, data["attempts"], data["fence"], data["owner"]) == (1, 1, 1, state.owner)
+
+
+def test_a_takeover_resent_after_a_lost_answer_still_takes_the_task(store, dsn):
+    killed_holder(dsn, 7)
+    LostAnswers(store, [False, True])  # the holder is seen dead; the takeover's answer is lost
+    state = store.begin_task(7, wait=0)
+    assert state is not None  # not "someone holds it": that someone is this very call
+    assert store.round_trips == 3
+    data = lease_data(dsn, 7)
+    assert (state.attempt, data["attempts"], data["fence"], data["owner"]) == (2, 2, 2, state.owner)
 
 
 # -- connections ---------------------------------------------------------------------------------
@@ -249,38 +536,31 @@ def terminate(dsn: str, pid: int) -> None:
 
 
 def test_a_record_after_the_server_dropped_the_connection_succeeds(store, dsn):
-    store.record_step(7, 0, execution_result="success")
+    owner = store.begin_task(7).owner
+    store.record_step(7, 0, owner=owner, execution_result="success")
     old_pid = store._conn.info.backend_pid
     terminate(dsn, old_pid)
-    store.record_step(7, 1, execution_result="success", last_completed_step=1)
+    store.record_step(7, 1, owner=owner, execution_result="success", last_completed_step=1)
     assert store._conn.info.backend_pid != old_pid
     assert [row["step_number"] for row in step_rows(dsn, 7)] == [0, 1]
     assert checkpoint_row(dsn, 7)["last_completed_step"] == 1
-
-
-def test_a_dropped_connection_takes_its_locks_back(dsn):
-    a, b = CheckpointStore(dsn), CheckpointStore(dsn)
-    try:
-        assert a.try_lock_task(7) is True
-        terminate(dsn, a._conn.info.backend_pid)  # the server released A's lock with its session
-        a.record_step(7, 0, execution_result="success")  # reconnects and takes the lock back
-        assert b.try_lock_task(7) is False
-        a.finish_task(7, completed=True)
-        assert b.try_lock_task(7) is True
-    finally:
-        a.close()
-        b.close()
+    assert lease_data(dsn, 7)["owner"] == owner  # the lease outlived the session: still ours
+    with stores(dsn, {}) as (other,):
+        assert other.begin_task(7, wait=0) is None
+    assert store.release_task(7, owner, completed=True) is True
 
 
 def test_two_threads_share_one_store(store, dsn):
     barrier = threading.Barrier(2)
     errors = []
+    owner = store.begin_task(21).owner
 
     def work(offset):
         try:
             barrier.wait()
             for number in range(offset, offset + 100):
-                store.record_step(21, number, execution_result="success", last_completed_step=number)
+                store.record_step(21, number, owner=owner, execution_result="success",
+                                  last_completed_step=number)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -291,43 +571,44 @@ def test_two_threads_share_one_store(store, dsn):
         thread.join(60)
     assert errors == []
     assert [row["step_number"] for row in step_rows(dsn, 21)] == list(range(200))
-    assert store.round_trips == 200
+    assert store.round_trips == 201
     assert table_counts(dsn) == (200, 1)
-
-
-def test_advisory_lock_between_two_stores(dsn):
-    a, b = CheckpointStore(dsn), CheckpointStore(dsn)
-    try:
-        assert a.try_lock_task(7) is True
-        assert a.try_lock_task(7) is False  # PostgreSQL would say yes again: the guard is the store's
-        assert b.try_lock_task(7) is False
-        assert b.lock_task(7, timeout=0.1) is False
-        assert b.try_lock_task(8) is True  # another task is free
-        a.finish_task(7, completed=True)
-        assert b.try_lock_task(7) is True
-        assert a.try_lock_task(7) is False
-    finally:
-        a.close()
-        b.close()
 
 
 def test_schema_missing_says_run_migrate(empty_dsn):
     store = CheckpointStore(empty_dsn)
+    where = resolve(empty_dsn).describe()
     try:
-        for call in (lambda: store.record_step(7, 0, execution_result="success"),
-                     lambda: store.begin_attempt(7),
-                     lambda: store.load_task(7),
-                     lambda: store.forget_task(7)):
+        for call, missing in ((lambda: store.record_step(7, 0, owner="x", execution_result="success"),
+                               "functions"),
+                              (lambda: store.begin_task(7), "functions"),
+                              (lambda: store.load_task(7), "tables"),
+                              (lambda: store.forget_task(7), "tables")):
             with pytest.raises(SchemaMissing) as info:
                 call()
-            assert str(info.value) == ("the checkpoint tables do not exist at "
-                                       f"{resolve(empty_dsn).describe()}: run `jr-checkpoint migrate`")
+            assert str(info.value) == (f"the checkpoint {missing} do not exist at {where}: "
+                                       "run `jr-checkpoint migrate`")
         pid = store._conn.info.backend_pid
         schema.create_tables(resolve(empty_dsn))
-        store.record_step(7, 0, execution_result="success")  # same session: nothing was left aborted
+        record_row(store, 7, 0, execution_result="success")  # same session: nothing left aborted
         assert store._conn.info.backend_pid == pid
     finally:
         store.close()
+
+
+def test_tables_without_the_functions_say_run_migrate(store, dsn):
+    query(dsn, "DROP FUNCTION jr_checkpoint_begin; DROP FUNCTION jr_checkpoint_record_step")
+    where = resolve(dsn).describe()
+    message = f"the checkpoint functions do not exist at {where}: run `jr-checkpoint migrate`"
+    with pytest.raises(SchemaMissing) as info:
+        store.begin_task(7)
+    assert str(info.value) == message
+    with pytest.raises(SchemaMissing) as info:
+        store.record_step(7, 0, owner="x", execution_result="success")
+    assert str(info.value) == message
+    assert store.load_task(7) is None  # the tables are there
+    schema.create_tables(resolve(dsn))
+    record_row(store, 7, 0, execution_result="success")
 
 
 # -- the seed's trio -----------------------------------------------------------------------------
@@ -361,6 +642,9 @@ def test_seed_trio_semantics(store, dsn):
     assert store.cleanup_checkpoints(5) is True  # nothing to remove is still a success
     assert store.get_last_checkpoint(6) is not None
     assert table_counts(dsn) == (0, 1)
+    # A row the seed's trio wrote (checkpoint_data NULL) is taken like any other.
+    state = store.begin_task(6)
+    assert (state.attempt, state.checkpoint["last_completed_step"]) == (1, 0)
 
 
 def test_seed_trio_on_a_database_without_the_tables(empty_dsn, caplog):
@@ -375,21 +659,3 @@ def test_seed_trio_on_a_database_without_the_tables(empty_dsn, caplog):
     assert len(warnings) == 3
     assert warnings[0].startswith("[JrQueue] Failed to save checkpoint for task 5: the checkpoint tables")
     assert all(w.endswith("run `jr-checkpoint migrate`") for w in warnings)
-
-
-def test_the_per_step_statement_is_prepared_once_and_survives_a_failure(store, dsn):
-    def prepared_names():
-        with store._conn.cursor() as cur:
-            cur.execute("SELECT name FROM pg_prepared_statements ORDER BY name")
-            return [name for (name,) in cur.fetchall()]
-
-    store.record_step(7, 0, execution_result="success")
-    store.record_step(7, 1, execution_result="success")
-    assert prepared_names() == ["jr_checkpoint_record_step_1"]
-    with pytest.raises(StoreError):
-        store.record_step(7, 2, execution_result="x" * 21)  # fails inside EXECUTE
-    store.record_step(7, 2, execution_result="failed")
-    store.record_step(7, 3, execution_result="success")
-    assert prepared_names() == ["jr_checkpoint_record_step_1", "jr_checkpoint_record_step_2"]
-    assert [row["execution_result"] for row in step_rows(dsn, 7)] == ["success", "success", "failed",
-                                                                      "success"]
