@@ -40,7 +40,11 @@ def is_connection_lost(exc: psycopg2.Error) -> bool:
     if isinstance(exc, psycopg2.InterfaceError):
         return True
     code = getattr(exc, "pgcode", None)
-    return code is None or code.startswith(_CONNECTION_LOST)
+    if code is None:
+        # A ProgrammingError or DataError without a SQLSTATE is psycopg2 refusing a value on
+        # the client ("can't adapt type"): the statement, not the connection.
+        return type(exc) in (psycopg2.DatabaseError, psycopg2.OperationalError)
+    return code.startswith(_CONNECTION_LOST)
 
 
 def translate(exc: psycopg2.Error, target: Target, action: str = "query") -> Exception:

@@ -307,9 +307,9 @@ class CheckpointStore:
         return bool(removed)
 
     def renew(self, task_id: int, owner: str) -> bool:
-        """Push the lease's expiry back; False when ``owner`` no longer owns the task."""
-        return self._run("renew_lease", {"task_id": task_id, "owner": owner, "lease": self.lease},
-                         fetch="none", patient=False) > 0
+        """Push the lease's expiry back; False when another worker took the task from ``owner``."""
+        (lost,) = self._run("renew_lease", {"task_id": task_id, "owner": owner, "lease": self.lease})
+        return not lost
 
     def hold(self, task_id: int, owner: str) -> None:
         """Keep renewing this lease in the background until :meth:`forget_lease`."""

@@ -86,7 +86,28 @@ BEGIN
         updated_at = NOW()
     WHERE task_id = p_task_id AND checkpoint_data ->> 'owner' = p_owner;
     IF NOT FOUND THEN
-        RETURN false;
+        -- Not ours as it stands. If the host's own save_checkpoint() replaced checkpoint_data
+        -- (no fence left) or its cleanup_checkpoints() deleted the row while we ran, nobody
+        -- took the task from us: take it back. A row another worker took or released keeps
+        -- its fence, and then we have lost the task.
+        UPDATE jr_task_checkpoints SET
+            last_completed_step = p_last_completed_step,
+            total_steps = COALESCE(p_total_steps, total_steps),
+            checkpoint_data = COALESCE(checkpoint_data, '{}'::jsonb) || jsonb_build_object(
+                'owner', p_owner, 'resume_at', p_resume_at,
+                'lease_until', extract(epoch FROM clock_timestamp()) + p_lease),
+            updated_at = NOW()
+        WHERE task_id = p_task_id AND NOT COALESCE(checkpoint_data ? 'fence', false);
+        IF NOT FOUND THEN
+            INSERT INTO jr_task_checkpoints (task_id, last_completed_step, total_steps, checkpoint_data)
+            VALUES (p_task_id, p_last_completed_step, p_total_steps, jsonb_build_object(
+                'owner', p_owner, 'resume_at', p_resume_at,
+                'lease_until', extract(epoch FROM clock_timestamp()) + p_lease))
+            ON CONFLICT (task_id) DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN false;
+            END IF;
+        END IF;
     END IF;
     INSERT INTO jr_step_rewards AS r
         (task_id, step_number, step_type, target_file, step_content_hash,

@@ -42,10 +42,21 @@ SELECT jr_checkpoint_record_step(
     %(resume_at)s::text::integer, %(lease)s);
 
 -- name: renew_lease
-UPDATE jr_task_checkpoints
-SET checkpoint_data = checkpoint_data || jsonb_build_object(
-        'lease_until', extract(epoch FROM clock_timestamp()) + %(lease)s)
-WHERE task_id = %(task_id)s AND checkpoint_data ->> 'owner' = %(owner)s;
+-- Pushes the lease's expiry back. Answers whether the task was lost: another worker took or
+-- released it (its fence stays). A row the host's own seed methods replaced or deleted is
+-- not lost: the next record takes it back.
+WITH renewed AS (
+    UPDATE jr_task_checkpoints
+    SET checkpoint_data = COALESCE(checkpoint_data, '{}'::jsonb) || jsonb_build_object(
+            'owner', %(owner)s, 'lease_until', extract(epoch FROM clock_timestamp()) + %(lease)s)
+    WHERE task_id = %(task_id)s::text::integer
+      AND (checkpoint_data ->> 'owner' = %(owner)s OR NOT COALESCE(checkpoint_data ? 'fence', false))
+    RETURNING 1
+)
+SELECT NOT EXISTS (SELECT 1 FROM renewed)
+       AND EXISTS (SELECT 1 FROM jr_task_checkpoints
+                   WHERE task_id = %(task_id)s::text::integer
+                     AND COALESCE(checkpoint_data ? 'fence', false));
 
 -- name: release_task
 -- Gives the task up. When every step succeeded the checkpoint row goes (step rows stay as

@@ -659,3 +659,39 @@ def test_seed_trio_on_a_database_without_the_tables(empty_dsn, caplog):
     assert len(warnings) == 3
     assert warnings[0].startswith("[JrQueue] Failed to save checkpoint for task 5: the checkpoint tables")
     assert all(w.endswith("run `jr-checkpoint migrate`") for w in warnings)
+
+
+@pytest.mark.parametrize("host_call", ["save_checkpoint", "cleanup_checkpoints"])
+def test_the_host_seed_methods_mid_task_do_not_take_the_task_from_its_worker(store, dsn, host_call):
+    """The seed's save_checkpoint() replaces checkpoint_data and cleanup_checkpoints() deletes
+    the row: nobody took the task, so its worker keeps recording and keeps it."""
+    owner = store.begin_task(41, 3).owner
+    store.record_step(41, 0, owner=owner, execution_result="success", last_completed_step=0, resume_at=1)
+    if host_call == "save_checkpoint":
+        assert store.save_checkpoint(41, 0, 3, {"note": "the host's own"})
+    else:
+        assert store.cleanup_checkpoints(41)
+    assert store.renew(41, owner) is True
+    store.record_step(41, 1, owner=owner, execution_result="success", last_completed_step=1, resume_at=2)
+    other = CheckpointStore(dsn)
+    try:
+        assert other.begin_task(41, wait=0) is None  # still held, by its worker
+    finally:
+        other.close()
+    assert store.release_task(41, owner, completed=True)
+    assert query(dsn, "SELECT step_number FROM jr_step_rewards WHERE task_id = 41 ORDER BY 1") == [(0,), (1,)]
+
+
+def test_a_task_another_worker_released_stays_lost(store, dsn):
+    first = CheckpointStore(dsn, lease=0.2)
+    try:
+        owner = first.begin_task(42, 2).owner
+        state = store.begin_task(42, wait=10)  # once the first lease expires (it is never renewed)
+        assert state is not None
+        store.release_task(42, state.owner, completed=False)
+        with pytest.raises(TaskOwnershipLost):
+            first.record_step(42, 0, owner=owner, execution_result="success")
+        assert first.renew(42, owner) is False
+    finally:
+        first.close()
+    assert query(dsn, "SELECT count(*) FROM jr_step_rewards WHERE task_id = 42") == [(0,)]

@@ -577,7 +577,7 @@ def test_a_refused_reconnect_is_retried_while_patient(connect, fake_time):
 
 
 def test_a_patient_statement_gives_up_after_the_outage(connect, fake_time, caplog):
-    connect.side_effect = lambda *args: FakeConnection(dropped())
+    connect.side_effect = lambda *args, **kwargs: FakeConnection(dropped())
     store = make_store(fake_time, outage=1.0)
     with caplog.at_level(logging.INFO, logger="jr_checkpoint.store"), \
             pytest.raises(DatabaseUnavailable) as info:
@@ -710,7 +710,7 @@ def test_release_task_sends_the_owner_and_says_whether_the_row_went(connect, ans
 
 
 def test_renew_says_whether_the_owner_still_owns_the_task(connect):
-    conn = FakeConnection(1, 0)
+    conn = FakeConnection((False,), (True,))  # the statement answers "lost?"
     connect.side_effect = [conn]
     store = make_store(lease=4)
     assert store.renew(7, "me") is True
@@ -721,7 +721,8 @@ def test_renew_says_whether_the_owner_still_owns_the_task(connect):
 
 def test_the_keeper_renews_held_leases_and_marks_a_lost_one(connect):
     # Renewals every lease/3 = 0.01 s; two leases, renewed in the order they were taken.
-    conn = FakeConnection(1, 1, 0, 1)  # tick 1: a kept, b kept; tick 2: a lost, b kept
+    kept, lost = (False,), (True,)  # the statement answers "lost?"
+    conn = FakeConnection(kept, kept, lost, kept, *[kept] * 1000)  # tick 2: a lost, b kept
     connect.side_effect = [conn]
     store = make_store(lease=0.03)
     try:
