@@ -77,12 +77,19 @@ def _normalize(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_OPTION_NAME = re.compile(r'invalid (?:connection option|URI query parameter:) "[^"]*"$')
+_PASSWORD = re.compile(r"password|://[^/@]*:[^/@]*@", re.IGNORECASE)
+
+
 def _parse(dsn: str, source: str) -> Target:
     try:
         params = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as exc:
-        # libpq quotes the offending fragment, which may be a piece of an unquoted password.
-        reason = re.sub(r'"([^"]*)"', lambda m: m[0] if m[1] in ("=", "]") else '"..."', first_line(exc))
+        # libpq quotes the offending fragment, which may be a piece of an unquoted password;
+        # an unknown option's name is shown when the DSN holds no password at all.
+        reason = first_line(exc)
+        if not (_OPTION_NAME.search(reason) and not _PASSWORD.search(dsn)):
+            reason = re.sub(r'"([^"]*)"', lambda m: m[0] if m[1] in ("=", "]") else '"..."', reason)
         raise ConfigurationError(f"invalid DSN from {source}: {reason}") from exc
     return Target(_normalize(params), source)
 

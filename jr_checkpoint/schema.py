@@ -36,15 +36,24 @@ def create_tables(target: Target, connect_timeout: float | None = 5) -> dict[str
     return counts
 
 
-def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]:
-    """What differs from the seed's schema: missing tables, missing columns, wrong types."""
+def existing_tables(target: Target, connect_timeout: float | None = 5) -> set[str]:
+    """Which of the two tables exist now (so that `migrate` says what it created)."""
+    return {table for table, _column, _type in _columns(target, connect_timeout, "table check")}
+
+
+def _columns(target: Target, connect_timeout: float | None, what: str) -> list[tuple[str, str, str]]:
     with closing(target.connect(connect_timeout)) as conn:
         try:
             with conn, conn.cursor() as cur:
                 cur.execute(QUERIES["table_columns"])
-                rows = cur.fetchall()
+                return cur.fetchall()
         except psycopg2.Error as exc:
-            raise StoreError(f"schema check failed at {target.describe()}: {first_line(exc)}") from exc
+            raise StoreError(f"{what} failed at {target.describe()}: {first_line(exc)}") from exc
+
+
+def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]:
+    """What differs from the seed's schema: missing tables, missing columns, wrong types."""
+    rows = _columns(target, connect_timeout, "schema check")
     found: dict[str, dict[str, str]] = {}
     for table, column, pg_type in rows:
         found.setdefault(table, {})[column] = pg_type
