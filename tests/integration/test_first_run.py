@@ -129,13 +129,16 @@ def test_after_a_demo_killed_with_sigkill_the_next_run_stops_the_server(no_host,
     assert all(ends(pid, 5) for pid in children_before)
 
 
-def test_sigterm_stops_the_demo_and_its_server_like_ctrl_c(no_host, data_dir):
+@pytest.mark.parametrize(("signum", "said"), [(signal.SIGINT, "interrupted"),
+                                               (signal.SIGTERM, "stopped by SIGTERM"),
+                                               (signal.SIGHUP, "stopped by SIGHUP")])
+def test_ctrl_c_sigterm_and_sighup_stop_the_demo_and_its_server(no_host, data_dir, signum, said):
     demo = start_demo(data_dir)
     wait_for_line(demo, "attempt 1:")
-    demo.send_signal(signal.SIGTERM)
+    demo.send_signal(signum)
     _, err = demo.communicate(timeout=60)
-    assert demo.returncode == 128 + signal.SIGTERM
-    assert err.decode().splitlines() == ["jr-checkpoint: stopped by SIGTERM"]
+    assert demo.returncode == 128 + signum
+    assert err.decode().splitlines() == [f"jr-checkpoint: {said}"]
     assert postmaster(data_dir) is None
 
 
