@@ -11,6 +11,7 @@ import pwd
 import selectors
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -293,3 +294,29 @@ def test_demo_into_a_full_device_is_one_line_and_exit_2(dsn):
     assert result.stderr.splitlines() == [
         "jr-checkpoint: error: cannot write to standard output: No space left on device"]
     assert query(dsn, "SELECT count(*) FROM jr_step_rewards") == [(0,)]  # stopped at its first line
+
+
+# -- 9. Ctrl-C during a slow connect ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "said"), [(signal.SIGINT, "interrupted"),
+                                               (signal.SIGTERM, "stopped by SIGTERM")])
+def test_a_signal_during_a_slow_connect_ends_the_command_at_once(signum, said):
+    # A server that accepts the connection and never answers: libpq waits for its reply.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        command = subprocess.Popen(
+            [sys.executable, "-m", "jr_checkpoint", "status", "1", "--connect-timeout", "30",
+             "--dsn", f"host=127.0.0.1 port={port} dbname=x user=x sslmode=disable"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+        silent.settimeout(30)
+        connection, _ = silent.accept()  # the handshake: the command is inside libpq's connect
+        with connection:
+            assert connection.recv(8)  # its startup message: it now waits for an answer
+            started = time.monotonic()
+            command.send_signal(signum)
+            _, err = command.communicate(timeout=10)
+            elapsed = time.monotonic() - started
+    assert command.returncode == 128 + signum
+    assert err.decode().splitlines() == [f"jr-checkpoint: {said}"]
+    assert elapsed < 3  # not the 30 s of --connect-timeout
