@@ -168,18 +168,32 @@ def _python_for_nobody(home: Path) -> tuple[str, str | None]:
 
     This virtual environment's own, when nobody can reach it. A venv made from an interpreter
     under /root (pyenv) is not reachable: then the system's Python of the same version, with
-    the venv's site-packages and this checkout on PYTHONPATH.
+    the venv's site-packages and this checkout on PYTHONPATH. A checkout under a private
+    directory (a CI clone in /root) is not reachable either: then hard links of both in
+    ``home`` (no copying, and no permission of the user's own directories changed).
     """
-    candidates = [(sys.executable, None)]
+    packages = sysconfig.get_paths()["purelib"]
     system = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/bin")
+    candidates = [(sys.executable, None)]
     if system:
-        candidates.append((system, os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])))
+        candidates.append((system, os.pathsep.join([str(ROOT), packages])))
     problems = []
     for python, pythonpath in candidates:
         probe = _as_nobody(python, "-c", PROBE, home=home, pythonpath=pythonpath)
         if probe.returncode == 0:
             return python, pythonpath
         problems.append(f"{python}: {(probe.stderr.strip().splitlines() or ['?'])[-1]}")
+    linked = home / "linked"
+    shutil.copytree(packages, linked / "site-packages", copy_function=os.link, symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "jr_checkpoint*", "__editable__*"))
+    shutil.copytree(ROOT / "jr_checkpoint", linked / "checkout" / "jr_checkpoint", copy_function=os.link,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    pythonpath = os.pathsep.join([str(linked / "checkout"), str(linked / "site-packages")])
+    for python in filter(None, [system, sys.executable]):
+        probe = _as_nobody(python, "-c", PROBE, home=home, pythonpath=pythonpath)
+        if probe.returncode == 0:
+            return python, pythonpath
+        problems.append(f"{python} with links: {(probe.stderr.strip().splitlines() or ['?'])[-1]}")
     pytest.fail(f"user nobody can run none of these interpreters: {'; '.join(problems)}")
 
 
