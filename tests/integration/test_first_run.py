@@ -217,6 +217,7 @@ def test_another_user_runs_the_demo_after_root_used_the_embedded_server(no_host)
         assert (result.returncode, result.stderr) == (0, ""), result.stdout
         assert f"data kept in {data_dir}" in result.stdout
         assert data_dir.stat().st_uid == nobody.pw_uid
+        assert (data_dir.parent / ".pgdata.lock").stat().st_uid == nobody.pw_uid  # its own lock
         assert postmaster(data_dir) is None
     finally:
         pid = postmaster(data_dir)
