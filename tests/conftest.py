@@ -157,3 +157,16 @@ def query(dsn_value: str, sql: str, params=None):
         rows = cur.fetchall() if cur.description else []
         conn.commit()
         return rows
+
+
+@pytest.fixture
+def scratch():
+    """A temporary directory outside pytest's basetemp, for an embedded server's data.
+
+    As root, PostgreSQL runs as the user pgserver, which must traverse every parent of its
+    data directory; any pytest session starting meanwhile (another checkout's) resets
+    /tmp/pytest-of-root to 0700, which would pull the ground from under the server.
+    """
+    path = Path(tempfile.mkdtemp(prefix="jr-checkpoint-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -53,19 +53,6 @@ def ends(pid: int, timeout: float) -> bool:
 
 
 @pytest.fixture
-def scratch():
-    """A temporary directory outside pytest's basetemp.
-
-    As root, PostgreSQL runs as the user pgserver, which must traverse every parent of its
-    data directory; any pytest session starting meanwhile (another checkout's) resets
-    /tmp/pytest-of-root to 0700, which would pull the ground from under the server.
-    """
-    path = Path(tempfile.mkdtemp(prefix="jr-checkpoint-test-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def data_dir(scratch):
     """A data directory for the test; its postmaster, if any is left, is stopped afterwards."""
     path = scratch / "pgdata"
