@@ -52,15 +52,42 @@ def ends(pid: int, timeout: float) -> bool:
     return True
 
 
-@pytest.fixture
-def data_dir(scratch):
-    """A data directory for the test; its postmaster, if any is left, is stopped afterwards."""
-    path = scratch / "pgdata"
-    yield path
-    pid = postmaster(path)
+def stop_leftover(data_dir: Path) -> None:
+    pid = postmaster(data_dir)
     if pid is not None:
         os.kill(pid, signal.SIGQUIT)  # immediate shutdown, so that a failing test leaks nothing
         assert ends(pid, 10)
+
+
+@pytest.fixture
+def data_dir(scratch):
+    """A new data directory for the test; a postmaster left running is stopped afterwards."""
+    path = scratch / "pgdata"
+    yield path
+    stop_leftover(path)
+
+
+@pytest.fixture(scope="module")
+def _initialized():
+    path = Path(tempfile.mkdtemp(prefix="jr-checkpoint-test-")) / "pgdata"
+    with embedded.server(path):
+        pass
+    yield path
+    stop_leftover(path)
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def used_data_dir(_initialized):
+    """A data directory the embedded server already used (initdb once for the module).
+
+    Each test starts with no process registered as the server's user (pgserver's list), so
+    that a failing test cannot make the next one fail too.
+    """
+    assert postmaster(_initialized) is None
+    (_initialized / ".handle_pids.json").write_text("[]")
+    yield _initialized
+    stop_leftover(_initialized)
 
 
 def start_demo(data_dir: Path) -> subprocess.Popen:
@@ -99,7 +126,8 @@ def demo_children(data_dir: Path) -> list[psutil.Process]:
 # -- 1. a killed command leaves no server behind ------------------------------------------------
 
 
-def test_after_a_demo_killed_with_sigkill_the_next_run_stops_the_server(no_host, data_dir):
+def test_after_a_demo_killed_with_sigkill_the_next_run_stops_the_server(no_host, used_data_dir):
+    data_dir = used_data_dir
     first = start_demo(data_dir)
     wait_for_line(first, "attempt 1:")  # the server is up, the tables made, the child starting
     children_before = {p.pid for p in demo_children(data_dir)}
@@ -120,7 +148,8 @@ def test_after_a_demo_killed_with_sigkill_the_next_run_stops_the_server(no_host,
 @pytest.mark.parametrize(("signum", "said"), [(signal.SIGINT, "interrupted"),
                                                (signal.SIGTERM, "stopped by SIGTERM"),
                                                (signal.SIGHUP, "stopped by SIGHUP")])
-def test_ctrl_c_sigterm_and_sighup_stop_the_demo_and_its_server(no_host, data_dir, signum, said):
+def test_ctrl_c_sigterm_and_sighup_stop_the_demo_and_its_server(no_host, used_data_dir, signum, said):
+    data_dir = used_data_dir
     demo = start_demo(data_dir)
     wait_for_line(demo, "attempt 1:")
     demo.send_signal(signum)
@@ -273,8 +302,9 @@ def test_a_data_directory_whose_server_cannot_start_names_the_servers_error(no_h
 # -- 8. migrate finds the demo's database like the other ledger commands -------------------------
 
 
-def test_migrate_uses_the_demos_embedded_server_when_nothing_is_configured(no_host, data_dir, capsys,
+def test_migrate_uses_the_demos_embedded_server_when_nothing_is_configured(no_host, used_data_dir, capsys,
                                                                           monkeypatch):
+    data_dir = used_data_dir
     monkeypatch.setattr(embedded, "default_data_dir", lambda: data_dir)
     with embedded.server(data_dir) as target:
         schema.create_tables(target)
