@@ -114,15 +114,6 @@ def wait_for_line(process: subprocess.Popen, prefix: str, timeout: float = 60) -
                          f"stderr {process.communicate()[1].decode(errors='replace')!r}")
 
 
-def demo_children(data_dir: Path) -> list[psutil.Process]:
-    """Attempt-1 children of demos: `python -m jr_checkpoint.demo --child WORKSPACE ...`."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if "--child" in (process.info["cmdline"] or []) and "jr_checkpoint.demo" in process.info["cmdline"]:
-            found.append(process)
-    return found
-
-
 # -- 1. a killed command leaves no server behind ------------------------------------------------
 
 
@@ -130,7 +121,10 @@ def test_after_a_demo_killed_with_sigkill_the_next_run_stops_the_server(no_host,
     data_dir = used_data_dir
     first = start_demo(data_dir)
     wait_for_line(first, "attempt 1:")  # the server is up, the tables made, the child starting
-    children_before = {p.pid for p in demo_children(data_dir)}
+    deadline = time.monotonic() + 30
+    while not (children := [child.pid for child in psutil.Process(first.pid).children()]):
+        assert time.monotonic() < deadline, "the demo started no attempt-1 child"
+        time.sleep(0.01)
     first.kill()
     first.wait()
     assert postmaster(data_dir) is not None  # SIGKILL leaves it running: nothing can stop it
@@ -142,7 +136,7 @@ def test_after_a_demo_killed_with_sigkill_the_next_run_stops_the_server(no_host,
     assert postmaster(data_dir) is None  # ... and it did
 
     # The killed demo's attempt-1 child noticed that its parent died, and ended.
-    assert all(ends(pid, 5) for pid in children_before)
+    assert all(ends(pid, 5) for pid in children)
 
 
 @pytest.mark.parametrize(("signum", "said"), [(signal.SIGINT, "interrupted"),
