@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import demo, embedded, patching, reports, run, schema
+from . import demo, embedded, interrupts, patching, reports, run, schema
 from . import dsn as dsn_module
 from .errors import CheckpointError, ConfigurationError, PatchConflict, TaskLockedError
 from .steps import is_task_id
@@ -44,7 +46,11 @@ def _confirm(question: str, assume_yes: bool) -> bool:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    target = _target(args)
+    with _ledger(args) as target:
+        return _migrate(args, target)
+
+
+def _migrate(args: argparse.Namespace, target: dsn_module.Target) -> int:
     if args.check:
         problems = schema.check(target, args.connect_timeout)
         for problem in problems:
@@ -60,8 +66,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         schema.drop_tables(target, args.connect_timeout)
         print(f"{PREFIX} Tables dropped: {', '.join(schema.TABLE_NAMES)}")
         return 0
+    before = schema.existing_tables(target, args.connect_timeout)
     counts = schema.create_tables(target, args.connect_timeout)
-    print(f"{PREFIX} Tables created: {', '.join(counts)}")
+    created = [table for table in counts if table not in before]
+    if created:
+        print(f"{PREFIX} Tables created: {', '.join(created)}")
+    if len(created) < len(counts):
+        print(f"{PREFIX} Tables already present: {', '.join(t for t in counts if t in before)}")
     for table, count in counts.items():
         print(f"{PREFIX} {table}: {count} rows")
     print(f"{PREFIX} Done — For Seven Generations")
@@ -160,6 +171,16 @@ def _out(line: str = "") -> None:
     print(line, flush=True)
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more: {text!r}")
+    return value
+
+
 def _task_id(text: str) -> int:
     try:
         value = int(text)
@@ -178,7 +199,7 @@ def _ledger(args: argparse.Namespace) -> Iterator[dsn_module.Target]:
     if target is None and embedded.has_data(data_dir) and embedded.available():
         print(f"(no database configured: using the demo's embedded PostgreSQL in {data_dir})",
               file=sys.stderr)
-        with embedded.server(data_dir) as served:
+        with embedded.server(data_dir) as served, interrupts.serving():
             yield served
         return
     yield target if target is not None else _target(args)
@@ -207,7 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _out(f"database: {target.describe()} (from {target.source})")
         return _run_demo(target, args, started, " (with the same database options)")
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else embedded.default_data_dir()
-    with embedded.server(data_dir) as served:
+    with embedded.server(data_dir) as served, interrupts.serving():
         _out(f"database: embedded PostgreSQL, data kept in {data_dir} (the server stops when the demo ends)")
         return _run_demo(served, args, started, "" if not args.data_dir else None)
 
@@ -335,14 +356,17 @@ def _add_ledger_commands(commands) -> None:
         description="Figures over the whole ledger (or a recent window), computed by PostgreSQL.")
     stats.add_argument("--since", metavar="DURATION", help="only steps updated in the last DURATION "
                        "(30s, 15m, 2h, 7d)")
-    stats.add_argument("--top", type=int, default=5, metavar="N", help="rows in the slowest and "
+    stats.add_argument("--top", type=_count, default=5, metavar="N", help="rows in the slowest and "
                        "most-failing lists (default: %(default)s)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     _add_database_options(stats)
     stats.set_defaults(func=cmd_stats)
 
-    reset = commands.add_parser("reset", help="forget a task so that it runs from scratch",
-                                description="Delete a task's step rows and checkpoint (asks first).")
+    reset = commands.add_parser(
+        "reset", help="forget a task so that it runs from scratch",
+        description="Delete a task's step rows and checkpoint (asks first). Exit status: 0 reset, "
+        "1 nothing reset (unknown task, or the answer was no), 2 refused (a worker is running "
+        "the task, or no terminal to ask and no --yes).")
     reset.add_argument("task_id", type=_task_id, metavar="TASK_ID")
     reset.add_argument("--yes", action="store_true", help="do not ask")
     _add_database_options(reset)
@@ -359,11 +383,19 @@ def _add_ledger_commands(commands) -> None:
     prune.set_defaults(func=cmd_prune)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jr-checkpoint")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jr-checkpoint",
         description="Step-level checkpointing and crash recovery for the Jr executor.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     migrate = commands.add_parser("migrate", help="create the checkpoint tables (idempotent)",
@@ -382,22 +414,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_broken() -> bool:
+    """Was it standard output that failed? Write to it again (a blank line if it works)."""
+    try:
+        print(flush=True)
+    except OSError:
+        return True
+    return False
+
+
+def _say(message: str) -> None:
+    with contextlib.suppress(OSError):  # a closed terminal: nobody to tell
+        print(f"jr-checkpoint: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        status = args.func(args)
-        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at exit
-        return status
-    except CheckpointError as exc:
-        print(f"jr-checkpoint: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("jr-checkpoint: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # `jr-checkpoint status 7 --json | head`: the reader left; say nothing more.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    with interrupts.ending_on_signals(_say):
+        try:
+            status = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at exit
+            return status
+        except CheckpointError as exc:
+            _say(f"error: {exc}")
+            return exc.exit_code
+        except KeyboardInterrupt:
+            _say(interrupts.describe(signal.SIGINT))
+            return 128 + signal.SIGINT
+        except interrupts.Stopped as exc:
+            _say(interrupts.describe(exc.signum))
+            return 128 + exc.signum
+        except BrokenPipeError:
+            # `jr-checkpoint status 7 --json | head`: the reader left; say nothing more.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        except OSError as exc:
+            if not _stdout_broken():
+                raise
+            # `jr-checkpoint demo > /dev/full`: one line, and no second failure at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _say(f"error: cannot write to standard output: {exc.strerror or exc}")
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

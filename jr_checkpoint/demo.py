@@ -12,6 +12,7 @@ back as a :class:`DemoReport` for ``cli.py`` to lay out.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -38,6 +39,7 @@ INITIAL_CONFIG = 'VERSION = "1.0"\nDEBUG = True\nWORKERS = 2\n'
 CRASH_STEP = 3
 MARKER = ".in-step-3"
 STALL_SECONDS = 60.0  # the child waits this long in step 3; it is killed long before
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LOCK_WAIT = 10.0  # the killed child's session may take a moment to release the task's lock
 
 
@@ -64,16 +66,17 @@ class TaskExecutor:
     moment the demo's parent kills the child.
     """
 
-    def __init__(self, workdir: Path, stall: dict | None = None, marker: Path | None = None):
+    def __init__(self, workdir: Path, stall: dict | None = None, marker: Path | None = None,
+                 parent: int | None = None):
         self.workdir = Path(workdir)
         self.saga_manager = None
         self._current_task_id: int | None = None
-        self._stall, self._marker = stall, marker
+        self._stall, self._marker, self._parent = stall, marker, parent
 
     def execute(self, step: dict) -> dict:
         if step is self._stall and self._marker is not None:
             self._marker.write_text(str(os.getpid()))
-            time.sleep(STALL_SECONDS)
+            _stall(self._parent)
         path = self.workdir / step["path"]
         kind = step["type"]
         if kind == "write":
@@ -108,6 +111,15 @@ class TaskExecutor:
         return results
 
 
+def _stall(parent: int | None) -> None:
+    """Wait to be killed; if the demo (pid ``parent``) is killed first, end rather than linger."""
+    deadline = time.monotonic() + STALL_SECONDS
+    while time.monotonic() < deadline:
+        if parent is not None and os.getppid() != parent:
+            os._exit(1)
+        time.sleep(0.05)
+
+
 def prepare_workspace(workspace: Path) -> None:
     (workspace / "app").mkdir(parents=True)
     (workspace / CONFIG).write_text(INITIAL_CONFIG)
@@ -116,14 +128,28 @@ def prepare_workspace(workspace: Path) -> None:
 # -- attempt 1: a child process, killed in step 3 -------------------------------------------
 
 def child_main(argv: list[str]) -> int:
-    """``python -m jr_checkpoint.demo --child WORKSPACE TASK_ID``; the database from the env."""
-    workspace, task_id = Path(argv[1]), int(argv[2])
+    """``python -m jr_checkpoint.demo --child WORKSPACE TASK_ID PARENT_PID``; the database from the env."""
+    workspace, task_id, parent = Path(argv[1]), int(argv[2]), int(argv[3])
+    _end_with_parent(parent)
     install(target=TARGET, queue_client=None)
     steps = sample_steps()
-    executor = TaskExecutor(workspace, stall=steps[CRASH_STEP], marker=workspace / MARKER)
+    executor = TaskExecutor(workspace, stall=steps[CRASH_STEP], marker=workspace / MARKER, parent=parent)
     executor._current_task_id = task_id
     executor.execute_steps(steps)
     return 0
+
+
+def _end_with_parent(parent: int) -> None:
+    """If the demo is killed, its child must not run on alone (and race the next demo's task).
+
+    On Linux the kernel kills the child with its parent (PR_SET_PDEATHSIG); elsewhere the
+    child notices while it waits in step 3.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # died before that
+        os._exit(1)
 
 
 def _child_env(target: Target) -> dict[str, str]:
@@ -138,22 +164,27 @@ def _child_env(target: Target) -> dict[str, str]:
 def crash_in_child(target: Target, workspace: Path, task_id: int, timeout: float = 30.0) -> int:
     """Run the task in a child; SIGKILL it once it is inside step 3. Returns the child's pid."""
     marker = workspace / MARKER
-    command = [sys.executable, "-m", "jr_checkpoint.demo", "--child", str(workspace), str(task_id)]
+    command = [sys.executable, "-m", "jr_checkpoint.demo", "--child", str(workspace), str(task_id),
+               str(os.getpid())]
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(command, env=_child_env(target), stdout=subprocess.DEVNULL,
                                  stderr=errors)
-        deadline = time.monotonic() + timeout
-        while not marker.exists():
-            if child.poll() is not None or time.monotonic() > deadline:
+        try:
+            deadline = time.monotonic() + timeout
+            while not marker.exists():
+                if child.poll() is not None or time.monotonic() > deadline:
+                    child.kill()
+                    child.wait()
+                    errors.seek(0)
+                    tail = errors.read().decode(errors="replace").strip().splitlines()[-1:]
+                    raise CheckpointError(f"the demo's child process did not reach step {CRASH_STEP} "
+                                          f"(exit {child.returncode}): {' '.join(tail) or 'no output'}")
+                time.sleep(0.01)
+            os.kill(child.pid, signal.SIGKILL)
+        finally:  # also when the demo itself is interrupted: the child must not outlive it
+            if child.poll() is None:
                 child.kill()
-                child.wait()
-                errors.seek(0)
-                tail = errors.read().decode(errors="replace").strip().splitlines()[-1:]
-                raise CheckpointError(f"the demo's child process did not reach step {CRASH_STEP} "
-                                      f"(exit {child.returncode}): {' '.join(tail) or 'no output'}")
-            time.sleep(0.01)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+            child.wait()
     marker.unlink()
     return child.pid
 
@@ -261,7 +292,8 @@ def run(target: Target, out: Callable[[str], None] = lambda line: None,
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["--child"]:
-        sys.exit("usage: python -m jr_checkpoint.demo --child WORKSPACE TASK_ID (run `jr-checkpoint demo`)")
+        sys.exit("usage: python -m jr_checkpoint.demo --child WORKSPACE TASK_ID PARENT_PID "
+                 "(run `jr-checkpoint demo`)")
     from jr_checkpoint import demo as _demo  # the importable module, which install() patches
 
     sys.exit(_demo.child_main(sys.argv[1:]))

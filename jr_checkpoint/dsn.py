@@ -133,6 +133,10 @@ def _normalize(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_OPTION_NAME = re.compile(r'invalid (?:connection option|URI query parameter:) "[^"]*"$')
+_PASSWORD = re.compile(r"password|://[^/@]*:[^/@]*@", re.IGNORECASE)
+
+
 def _parse(dsn: str, source: str) -> Target:
     try:
         return Target(_normalize(psycopg2.extensions.parse_dsn(dsn)), source)
@@ -140,8 +144,11 @@ def _parse(dsn: str, source: str) -> Target:
         failure = exc
     # Raised here, outside the except block, so that __context__ does not hold the raw error.
     # libpq quotes the offending fragment, which may be a piece of an unquoted password, or the
-    # whole password (a bad percent-escape in a URI).
-    reason = _QUOTED.sub(lambda m: m[0] if m[1] in ("=", "]") else '"..."', str(failure).strip())
+    # whole password (a bad percent-escape in a URI); an unknown option's name is shown when the
+    # DSN holds no password at all.
+    reason = str(failure).strip()
+    if not (_OPTION_NAME.search(first_line(failure)) and not _PASSWORD.search(dsn)):
+        reason = _QUOTED.sub(lambda m: m[0] if m[1] in ("=", "]") else '"..."', reason)
     cause = redacted(failure, text=reason)
     raise ConfigurationError(f"invalid DSN from {source}: {first_line(cause)}") from cause
 

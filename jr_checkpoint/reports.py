@@ -20,6 +20,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+)([smhd])")
 
 PRUNE_BATCH = 1000
+# A thousand years: beyond that, "now minus the duration" leaves PostgreSQL's timestamp range.
+MAX_DURATION_DAYS = 365_250
 
 
 def parse_duration(text: str) -> int:
@@ -29,7 +31,11 @@ def parse_duration(text: str) -> int:
         raise ConfigurationError(
             f"bad duration {text!r}: use a whole number and s, m, h or d (e.g. 30s, 15m, 2h, 7d)"
         )
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION_DAYS * _UNITS["d"]:
+        raise ConfigurationError(f"duration too long: {text!r} (at most {MAX_DURATION_DAYS}d, "
+                                 "a thousand years)")
+    return seconds
 
 
 # -- the database ------------------------------------------------------------------------------

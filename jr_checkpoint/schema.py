@@ -49,6 +49,14 @@ def check(target: Target, connect_timeout: float | None = 5) -> list[str]:
             return _table_problems(cur) or _privilege_problems(cur)
 
 
+def existing_tables(target: Target, connect_timeout: float | None = 5) -> set[str]:
+    """Which of the two tables exist now (so that `migrate` says what it created)."""
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "table check"):
+        with conn, conn.cursor() as cur:
+            cur.execute(QUERIES["table_columns"])
+            return {table for table, _column, _type in cur.fetchall()}
+
+
 def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]:
     """What differs from the seed's schema: missing tables, missing columns, wrong types."""
     with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):

@@ -376,3 +376,16 @@ def pgbouncer(pg_admin_dsn):
     yield in_mode
     for bouncer in running.values():
         bouncer.stop()
+
+
+@pytest.fixture
+def scratch():
+    """A temporary directory outside pytest's basetemp, for an embedded server's data.
+
+    As root, PostgreSQL runs as the user pgserver, which must traverse every parent of its
+    data directory; any pytest session starting meanwhile (another checkout's) resets
+    /tmp/pytest-of-root to 0700, which would pull the ground from under the server.
+    """
+    path = Path(tempfile.mkdtemp(prefix="jr-checkpoint-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

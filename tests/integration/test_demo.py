@@ -78,9 +78,9 @@ def test_demo_creates_the_tables_when_missing(empty_dsn, capsys):
     assert query(empty_dsn, "SELECT count(*) FROM jr_step_rewards") == [(6,)]
 
 
-def test_demo_without_a_database_uses_the_embedded_server_and_keeps_its_data(no_host, tmp_path, capsys,
-                                                                             monkeypatch):
-    data_dir = tmp_path / "pgdata"
+def test_demo_without_a_database_uses_the_embedded_server_and_keeps_its_data(no_host, scratch, capsys,
+                                                                            monkeypatch):
+    data_dir = scratch / "pgdata"
     monkeypatch.setattr(embedded, "default_data_dir", lambda: data_dir)
     assert cli.main(["demo"]) == 0
     out = capsys.readouterr().out
@@ -98,8 +98,8 @@ def test_demo_without_a_database_uses_the_embedded_server_and_keeps_its_data(no_
     assert not (data_dir / "postmaster.pid").exists()
 
 
-def test_demo_data_dir_option(no_host, tmp_path, capsys):
-    data_dir = tmp_path / "elsewhere"
+def test_demo_data_dir_option(no_host, scratch, capsys):
+    data_dir = scratch / "elsewhere"
     assert cli.main(["demo", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert f"data kept in {data_dir}" in out

@@ -126,7 +126,7 @@ def test_a_failing_on_exhausted_is_still_exhausted_and_runs_no_step(make_executo
         other.close()
 
 
-# -- the README's dead-letter example, as written there --------------------------------------
+# -- the dead-letter example of docs/design.md, as written there --------------------------
 
 DEAD_LETTERS = """
 CREATE TABLE IF NOT EXISTS jr_dead_letters (
@@ -137,7 +137,7 @@ CREATE TABLE IF NOT EXISTS jr_dead_letters (
 
 
 def dead_letter(dsn):
-    """The README's on_exhausted: one row per exhausted task, in the host's database."""
+    """docs/design.md's on_exhausted: one row per exhausted task, in the host's database."""
 
     def to_dead_letters(task_id, checkpoint):
         conn = psycopg2.connect(dsn)

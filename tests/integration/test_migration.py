@@ -63,8 +63,19 @@ def test_migrate_twice_prints_the_seeds_lines_and_keeps_the_data(empty_dsn, caps
     query(empty_dsn, "INSERT INTO jr_step_rewards (task_id, step_number) VALUES (1, 0), (1, 1)")
     code, out, err = run_cli(capsys, "--dsn", empty_dsn)
     assert (code, err) == (0, [])
-    assert out == [CREATED[0], "[Checkpoint Migration] jr_step_rewards: 2 rows",
+    # The second time it says so, instead of "Tables created".
+    assert out == ["[Checkpoint Migration] Tables already present: jr_step_rewards, jr_task_checkpoints",
+                   "[Checkpoint Migration] jr_step_rewards: 2 rows",
                    "[Checkpoint Migration] jr_task_checkpoints: 0 rows", CREATED[3]]
+
+
+def test_migrate_names_the_one_table_it_created(empty_dsn, capsys):
+    query(empty_dsn, "CREATE TABLE jr_task_checkpoints (id SERIAL PRIMARY KEY, task_id INTEGER NOT NULL "
+                     "UNIQUE)")
+    code, out, _ = run_cli(capsys, "--dsn", empty_dsn)
+    assert code == 0
+    assert out[:2] == ["[Checkpoint Migration] Tables created: jr_step_rewards",
+                       "[Checkpoint Migration] Tables already present: jr_task_checkpoints"]
 
 
 def test_the_script_prints_the_same(empty_dsn):

@@ -230,3 +230,12 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(dsn):
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert done.stdout == '{\n  "task_id": 31,\n  '[:20]
     assert done.stderr == ""
+
+
+def test_the_longest_duration_allowed_is_one_postgresql_accepts(store, dsn, capsys):
+    record(store, 1, 0)
+    store.cleanup_checkpoints(1)
+    longest = f"{reports.MAX_DURATION_DAYS}d"
+    assert run(["prune", "--older-than", longest], dsn) == 0
+    assert run(["stats", "--since", longest], dsn) == 0
+    assert "1 step(s) recorded" in capsys.readouterr().out
