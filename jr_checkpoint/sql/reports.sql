@@ -74,3 +74,132 @@ WHERE id IN (
 SELECT LEAST((SELECT min(task_id) FROM jr_step_rewards),
              (SELECT min(task_id) FROM jr_task_checkpoints),
              0) - 1;
+
+-- The dashboard (jr_checkpoint.web). Read-only, like every report above.
+
+-- name: web_tasks
+-- One page of tasks, newest activity first; keyset paging: tasks whose (last_activity,
+-- task_id) comes before %(before_at)s, %(before_task)s (NULL: the first page).
+--
+-- A task's state is decided here, and only here:
+--   running     a worker holds the task's advisory lock (the store's session lock
+--               pg_try_advisory_lock(namespace, task_id), visible in pg_locks), or its
+--               checkpoint carries a lease (checkpoint_data.lease_until, an ISO timestamp or
+--               epoch seconds) that has not expired yet;
+--   exhausted   its checkpoint says checkpoint_data.exhausted = true;
+--   unfinished  any other checkpoint row: stopped partway, crashed or failed;
+--   finished    step rows but no checkpoint row (the decorator drops it on completion).
+-- A malformed lease (not a date, not a number) never fails the query: it counts as no lease.
+--
+-- Last activity: the checkpoint's updated_at for a task that has one (every recorded step
+-- moves it, and so does the start of an attempt), else its newest step row. Finished tasks
+-- are found by walking idx_step_rewards_updated from the newest row down and keeping each
+-- task's newest row, so a page costs a few hundred index probes however big the ledger is.
+WITH locked AS (
+    SELECT objid::bigint AS lock_key
+    FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 2
+      AND classid = %(namespace)s::bigint::oid
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+),
+open_tasks AS (
+    SELECT c.task_id, c.updated_at AS last_activity,
+           CASE
+               WHEN (c.task_id::bigint & 4294967295) IN (SELECT lock_key FROM locked) THEN 'running'
+               WHEN CASE jsonb_typeof(c.checkpoint_data -> 'lease_until')
+                        WHEN 'number' THEN
+                            CASE WHEN (c.checkpoint_data ->> 'lease_until')::float8 BETWEEN 0 AND 1e11
+                                 THEN to_timestamp((c.checkpoint_data ->> 'lease_until')::float8) > now() END
+                        WHEN 'string' THEN
+                            CASE WHEN c.checkpoint_data ->> 'lease_until' ~ '^\s*\d{1,11}(\.\d+)?\s*$'
+                                 THEN to_timestamp(trim(c.checkpoint_data ->> 'lease_until')::float8) > now()
+                                 ELSE (jsonb_path_query_first(c.checkpoint_data, '$.lease_until.datetime()',
+                                                              '{}', true) #>> '{}')::timestamptz > now() END
+                    END THEN 'running'
+               WHEN c.checkpoint_data ->> 'exhausted' = 'true' THEN 'exhausted'
+               ELSE 'unfinished'
+           END AS state
+    FROM jr_task_checkpoints c
+    WHERE (%(task_id)s::integer IS NULL OR c.task_id = %(task_id)s::integer)
+      AND (%(before_at)s::timestamp IS NULL
+           OR (c.updated_at, c.task_id) < (%(before_at)s::timestamp, %(before_task)s::integer))
+),
+open_page AS (
+    SELECT * FROM open_tasks
+    WHERE %(state)s::text IS NULL OR state = %(state)s::text
+    ORDER BY last_activity DESC, task_id DESC
+    LIMIT %(limit)s
+),
+finished_page AS (
+    SELECT r.task_id, r.updated_at AS last_activity, 'finished' AS state
+    FROM jr_step_rewards r
+    WHERE (%(state)s::text IS NULL OR %(state)s::text = 'finished')
+      AND (%(task_id)s::integer IS NULL OR r.task_id = %(task_id)s::integer)
+      AND (%(before_at)s::timestamp IS NULL
+           OR (r.updated_at, r.task_id) < (%(before_at)s::timestamp, %(before_task)s::integer))
+      AND NOT EXISTS (SELECT 1 FROM jr_step_rewards n
+                      WHERE n.task_id = r.task_id
+                        AND (n.updated_at, n.step_number) > (r.updated_at, r.step_number))
+      AND NOT EXISTS (SELECT 1 FROM jr_task_checkpoints c WHERE c.task_id = r.task_id)
+    ORDER BY r.updated_at DESC, r.task_id DESC
+    LIMIT %(limit)s
+),
+page AS (
+    SELECT * FROM (SELECT * FROM open_page UNION ALL SELECT * FROM finished_page) u
+    ORDER BY last_activity DESC, task_id DESC
+    LIMIT %(limit)s
+)
+SELECT p.task_id, p.state,
+       CASE WHEN jsonb_typeof(c.checkpoint_data -> 'attempts') = 'number'
+            THEN (c.checkpoint_data ->> 'attempts')::numeric::bigint END AS attempts,
+       s.succeeded AS steps_done,
+       coalesce(c.total_steps, CASE WHEN c.task_id IS NULL THEN s.recorded END) AS total_steps,
+       s.recorded AS steps_recorded,
+       s.failing AS steps_failing,
+       CASE WHEN c.task_id IS NULL THEN NULL
+            WHEN jsonb_typeof(c.checkpoint_data -> 'resume_at') = 'number'
+            THEN (c.checkpoint_data ->> 'resume_at')::numeric::bigint
+            ELSE c.last_completed_step + 1 END AS resume_at,
+       greatest(p.last_activity, s.last_step_at) AS last_activity,
+       p.last_activity AS cursor_at
+FROM page p
+LEFT JOIN jr_task_checkpoints c ON c.task_id = p.task_id
+LEFT JOIN LATERAL (
+    SELECT count(*) AS recorded,
+           count(*) FILTER (WHERE execution_result = 'success') AS succeeded,
+           count(*) FILTER (WHERE execution_result <> 'success') AS failing,
+           max(updated_at) AS last_step_at
+    FROM jr_step_rewards WHERE task_id = p.task_id
+) s ON true
+ORDER BY p.last_activity DESC, p.task_id DESC;
+
+-- name: web_attempts
+-- Attempts per task, for the tasks that still have a checkpoint row (a finished task's row,
+-- and its count with it, is gone), over the window.
+SELECT CASE WHEN jsonb_typeof(checkpoint_data -> 'attempts') = 'number'
+            THEN (checkpoint_data ->> 'attempts')::numeric::bigint END AS attempts,
+       count(*) AS tasks
+FROM jr_task_checkpoints
+WHERE %(seconds)s::float8 IS NULL
+   OR updated_at >= LOCALTIMESTAMP - make_interval(secs => %(seconds)s::float8)
+GROUP BY 1
+ORDER BY 1 NULLS LAST;
+
+-- name: web_window
+-- Where the window starts and ends: %(seconds)s before now, or all time from the oldest row.
+SELECT lo, greatest(LOCALTIMESTAMP, lo + interval '1 second') AS hi
+FROM (SELECT coalesce(LOCALTIMESTAMP - make_interval(secs => %(seconds)s::float8),
+                      (SELECT min(updated_at) FROM jr_step_rewards),
+                      LOCALTIMESTAMP) AS lo) b;
+
+-- name: web_outcomes
+-- Step outcomes over time: the window [%(lo)s, %(hi)s) (from web_window) cut into
+-- %(buckets)s equal slices; one row per slice and outcome that has steps.
+SELECT least(floor(extract(epoch FROM updated_at - %(lo)s::timestamp)
+                   / extract(epoch FROM %(hi)s::timestamp - %(lo)s::timestamp) * %(buckets)s),
+             %(buckets)s - 1)::integer AS bucket,
+       execution_result, count(*) AS steps
+FROM jr_step_rewards
+WHERE updated_at >= %(lo)s::timestamp
+GROUP BY 1, 2
+ORDER BY 1, 2;
