@@ -335,8 +335,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         with serve.ledger(args.dsn, args.host_root, args.data_dir, _out) as target:
             serve.serve(target, args.host, args.port, _out, args.connect_timeout)
-    except KeyboardInterrupt:
-        _out("stopped")
+    except KeyboardInterrupt:  # waitress takes Ctrl-C itself; this is Ctrl-C during start-up
+        pass
+    _out("stopped")
     return 0
 
 
