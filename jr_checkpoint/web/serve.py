@@ -8,6 +8,7 @@ demo's history on a fresh machine.
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,10 +62,16 @@ def serve(target: dsn_module.Target, host: str, port: int, say: Callable[[str], 
     shown = f"[{host}]" if ":" in host else host
     bound = getattr(server, "effective_port", port)  # several sockets (e.g. "localhost"): as asked
     say(f"serving the dashboard on http://{shown}:{bound}/ (Ctrl-C to stop)")
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: as Ctrl-C
     try:
-        server.run()
+        server.run()  # returns on Ctrl-C: waitress catches KeyboardInterrupt and closes
     finally:
         server.close()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ledger", "make_app", "serve"]
