@@ -32,23 +32,36 @@ LIMIT %(limit)s;
 
 -- name: stats_failing
 -- The steps (by type and target) that failed most: failing now, or succeeded only on a re-run.
-SELECT step_type, target_file, troubled, failing, rerun, steps, last_error
-FROM (
+-- Counted in one hashed pass; the last error is then fetched for the few groups shown only,
+-- through idx_step_rewards_updated (an ordered aggregate over every row would sort them all).
+WITH per_step AS (
     SELECT step_type, target_file,
            count(*) FILTER (WHERE execution_result <> 'success' OR updated_at > created_at) AS troubled,
            count(*) FILTER (WHERE execution_result <> 'success') AS failing,
            count(*) FILTER (WHERE execution_result = 'success' AND updated_at > created_at) AS rerun,
            count(*) AS steps,
-           (array_agg(left(split_part(error_detail, E'\n', 1), 200) ORDER BY updated_at DESC)
-                FILTER (WHERE error_detail IS NOT NULL))[1] AS last_error
+           max(updated_at) FILTER (WHERE error_detail IS NOT NULL) AS last_error_at
     FROM jr_step_rewards
     WHERE %(seconds)s::float8 IS NULL
        OR updated_at >= LOCALTIMESTAMP - make_interval(secs => %(seconds)s::float8)
     GROUP BY step_type, target_file
-) per_step
-WHERE troubled > 0
-ORDER BY troubled DESC, failing DESC, step_type, target_file
-LIMIT %(limit)s;
+),
+top AS (
+    SELECT * FROM per_step
+    WHERE troubled > 0
+    ORDER BY troubled DESC, failing DESC, step_type, target_file
+    LIMIT %(limit)s
+)
+SELECT t.step_type, t.target_file, t.troubled, t.failing, t.rerun, t.steps,
+       (SELECT left(split_part(e.error_detail, E'\n', 1), 200)
+        FROM jr_step_rewards e
+        WHERE e.updated_at = t.last_error_at
+          AND e.step_type IS NOT DISTINCT FROM t.step_type
+          AND e.target_file IS NOT DISTINCT FROM t.target_file
+          AND e.error_detail IS NOT NULL
+        LIMIT 1) AS last_error
+FROM top t
+ORDER BY t.troubled DESC, t.failing DESC, t.step_type, t.target_file;
 
 -- name: prune_cutoff
 -- Computed once per prune, so every batch uses the same cutoff.
@@ -193,10 +206,10 @@ FROM (SELECT coalesce(LOCALTIMESTAMP - make_interval(secs => %(seconds)s::float8
                       LOCALTIMESTAMP) AS lo) b;
 
 -- name: web_outcomes
--- Step outcomes over time: the window [%(lo)s, %(hi)s) (from web_window) cut into
--- %(buckets)s equal slices; one row per slice and outcome that has steps.
-SELECT least(floor(extract(epoch FROM updated_at - %(lo)s::timestamp)
-                   / extract(epoch FROM %(hi)s::timestamp - %(lo)s::timestamp) * %(buckets)s),
+-- Step outcomes over time: the window from %(lo)s (web_window) cut into %(buckets)s slices of
+-- %(width)s seconds; one row per slice and outcome that has steps. float8 arithmetic: numeric
+-- (what extract() returns) costs a second per million rows.
+SELECT least(floor(date_part('epoch', updated_at - %(lo)s::timestamp) / %(width)s::float8),
              %(buckets)s - 1)::integer AS bucket,
        execution_result, count(*) AS steps
 FROM jr_step_rewards

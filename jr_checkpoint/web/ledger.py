@@ -94,7 +94,8 @@ def analytics(target: Target, since: str, *, top: int = 10,
         attempts = _rows(cur, "web_attempts", {"seconds": seconds})
         cur.execute(REPORTS["web_window"], {"seconds": seconds})
         lo, hi = cur.fetchone()
-        counts = _rows(cur, "web_outcomes", {"lo": lo, "hi": hi, "buckets": BUCKETS})
+        width = (hi - lo).total_seconds() / BUCKETS
+        counts = _rows(cur, "web_outcomes", {"lo": lo, "width": width, "buckets": BUCKETS})
     slices = [{"start": str(lo + (hi - lo) * i / BUCKETS), **dict.fromkeys(OUTCOMES, 0)}
               for i in range(BUCKETS)]
     for row in counts:
