@@ -49,8 +49,8 @@ SELECT t, s,
        started + make_interval(secs => s * 3),
        started + make_interval(secs => s * 3 + CASE WHEN t %% 13 = 0 THEN 60 ELSE 0 END)
 FROM generate_series(1, %(tasks)s) t
-CROSS JOIN LATERAL (SELECT LOCALTIMESTAMP - make_interval(secs => (%(tasks)s - t) * %(spacing)s)
-                    AS started) b
+CROSS JOIN LATERAL (SELECT LOCALTIMESTAMP - make_interval(secs => (%(tasks)s - t) * %(spacing)s
+                                                                  + 3 * %(last)s + 60) AS started) b
 CROSS JOIN generate_series(0, %(last)s) s
 """
 
@@ -58,13 +58,13 @@ FILL_CHECKPOINTS = """
 INSERT INTO jr_task_checkpoints (task_id, last_completed_step, total_steps, checkpoint_data,
     created_at, updated_at)
 SELECT t, %(last)s - 1, %(last)s + 1,
-       jsonb_build_object('attempts', 1 + t %% 4, 'resume_at', %(last)s)
+       jsonb_build_object('attempts', 1 + (t / 20) %% 4, 'resume_at', %(last)s)
        || CASE WHEN t %% 100 = 0 THEN '{"exhausted": true}'::jsonb
                WHEN t %% 1000 = 20 THEN jsonb_build_object(
                    'owner', 'worker-' || t, 'lease_until', extract(epoch FROM now()) + 3600)
                ELSE '{}'::jsonb END,
-       LOCALTIMESTAMP - make_interval(secs => (%(tasks)s - t) * %(spacing)s),
-       LOCALTIMESTAMP - make_interval(secs => (%(tasks)s - t) * %(spacing)s - 3 * %(last)s)
+       LOCALTIMESTAMP - make_interval(secs => (%(tasks)s - t) * %(spacing)s + 3 * %(last)s + 60),
+       LOCALTIMESTAMP - make_interval(secs => (%(tasks)s - t) * %(spacing)s + 60)
 FROM generate_series(20, %(tasks)s, 20) t
 """
 

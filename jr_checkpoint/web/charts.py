@@ -12,8 +12,8 @@ from markupsafe import Markup, escape
 
 ROW = 22  # px per bar in a horizontal chart
 LABEL_WIDTH = 210
-BAR_WIDTH = 320
-VALUE_WIDTH = 120
+BAR_WIDTH = 300
+VALUE_WIDTH = 190
 
 
 def _number(value: float) -> str:

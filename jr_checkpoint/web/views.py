@@ -159,7 +159,7 @@ def _figures(report: dict[str, Any]) -> dict[str, Any]:
         "p95": charts.hbars(
             "p95 duration by step type (ms)",
             [(t["step_type"], t["p95_ms"] or 0,
-              f"p50 {t['p50_ms'] or 0:,.0f} / p95 {t['p95_ms'] or 0:,.0f} ms") for t in types],
+              f"p50 {t['p50_ms'] or 0:,.0f} · p95 {t['p95_ms'] or 0:,.0f} ms") for t in types],
             css="bar-duration"),
         "failing": charts.hbars(
             "target files that fail most",
