@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import socket
 
 import pytest
 
@@ -294,3 +295,10 @@ def test_a_store_passed_in_is_used(ledger):
 def test_serve_refuses_a_bad_port_in_one_line(capsys):
     assert cli.main(["serve", "--port", "70000", "--dsn", "host=127.0.0.1 port=1"]) == 2
     assert capsys.readouterr().err == "jr-checkpoint: error: --port must be from 0 to 65535, not 70000\n"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", "--port", str(port), "--dsn", "host=127.0.0.1 port=1"]) == 2
+    assert capsys.readouterr().err == (
+        f"jr-checkpoint: error: cannot listen on 127.0.0.1:{port}: Address already in use\n")
