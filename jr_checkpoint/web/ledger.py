@@ -16,7 +16,7 @@ from .. import reports
 from ..dsn import Target
 from ..errors import ConfigurationError
 from ..sql import REPORTS
-from ..store import LOCK_NAMESPACE, CheckpointStore
+from ..store import LOCK_NAMESPACE, CheckpointStore, is_task_id
 
 STATES = ("running", "unfinished", "finished", "exhausted")
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "all": None}
@@ -39,7 +39,7 @@ class Cursor:
     def parse(cls, text: str) -> Cursor:
         at, sep, task = text.partition("~")
         try:
-            if not sep:
+            if not sep or not is_task_id(int(task)):
                 raise ValueError
             return cls(datetime.datetime.fromisoformat(at), int(task))
         except ValueError:

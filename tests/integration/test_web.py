@@ -185,6 +185,7 @@ def test_hostile_text_is_shown_as_text_everywhere(ledger, client):
     ("/checkpoints/?limit=ten", "bad limit 'ten'"),
     ("/checkpoints/?before=yesterday", "bad 'before' cursor 'yesterday'"),
     ("/checkpoints/?before=2026-13-01T00:00:00~4", "bad 'before' cursor"),
+    ("/checkpoints/?before=2026-11-01T00:00:00~99999999999", "bad 'before' cursor"),
     ("/checkpoints/tasks/abc", "bad task id 'abc'"),
     ("/checkpoints/tasks/99999999999", "bad task id '99999999999'"),
     ("/checkpoints/analytics?since=2w", "bad since '2w': use one of 1h, 24h, 7d, all"),
