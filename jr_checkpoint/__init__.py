@@ -12,6 +12,7 @@ from .errors import (
     StoreError,
     TaskExhaustedError,
     TaskLockedError,
+    TaskOwnershipLost,
     UnsafePatchPath,
 )
 from .install import install, installed, uninstall
@@ -31,6 +32,7 @@ __all__ = [
     "StoreError",
     "TaskExhaustedError",
     "TaskLockedError",
+    "TaskOwnershipLost",
     "UnsafePatchPath",
     "checkpointed_steps",
     "install",

@@ -12,10 +12,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import demo, embedded, patching, reports, schema
+from . import demo, embedded, patching, reports, run, schema
 from . import dsn as dsn_module
 from .errors import CheckpointError, ConfigurationError, PatchConflict, TaskLockedError
-from .store import CheckpointStore, is_task_id
+from .steps import is_task_id
+from .store import CheckpointStore
 
 PREFIX = "[Checkpoint Migration]"
 
@@ -45,7 +46,7 @@ def _confirm(question: str, assume_yes: bool) -> bool:
 def cmd_migrate(args: argparse.Namespace) -> int:
     target = _target(args)
     if args.check:
-        problems = schema.check_tables(target, args.connect_timeout)
+        problems = schema.check(target, args.connect_timeout)
         for problem in problems:
             print(f"{PREFIX} {problem}", file=sys.stderr)
         if problems:
@@ -72,6 +73,9 @@ def _patch_status(outcome: patching.Outcome, reverse: bool, written: bool) -> st
         return f"conflict: {outcome.reason}"
     if outcome.state == patching.DONE:
         return "not applied" if reverse else "already applied"
+    if outcome.state == patching.PRESENT:
+        return (f"not this patch's text, left alone ({outcome.reason} itself)" if reverse
+                else f"already present ({outcome.reason})")
     if written:
         return "reverted" if reverse else "applied"
     return "reverts cleanly" if reverse else "applies cleanly"
@@ -113,6 +117,41 @@ def _add_patch_command(commands) -> None:
                             help="a patch file, or the name of a bundled patch (default: every "
                             "bundled patch not marked optional)")
         parser.set_defaults(func=cmd_patch)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Becomes COMMAND (exec): returns only when COMMAND cannot start."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    run.exec_command(args.command, args.dsn, wait=args.wait)
+    return 0  # pragma: no cover (exec_command returns only by raising)
+
+
+def _add_run_command(commands) -> None:
+    parser = commands.add_parser(
+        "run", help="run COMMAND with jr-checkpoint installed at Python start-up (no edit to the host)",
+        usage=run.USAGE,
+        description="Run COMMAND (e.g. python3 -u jr_queue_worker.py 'Jr Name') in place of this "
+        "process, with a sitecustomize on PYTHONPATH that calls jr_checkpoint.install() in every "
+        "Python it starts. Exit status and signals are COMMAND's own. 127: COMMAND not found; "
+        "126: not executable.")
+    parser.add_argument("--dsn", help=f"the checkpoint database, passed as ${dsn_module.ENV_DSN} "
+                        "(default: the library's usual resolution, in the command's environment)")
+    parser.add_argument("--wait", type=_seconds, metavar="SECONDS",
+                        help="wait this long for another worker to finish a task it holds, instead "
+                        "of refusing the task at once (passed as $JR_CHECKPOINT_WAIT)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    parser.set_defaults(func=cmd_run)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {value!r}")
+    return seconds
 
 
 # -- demo, and looking into the ledger: status, stats, reset, prune ----------------------------
@@ -242,12 +281,11 @@ def cmd_reset(args: argparse.Namespace) -> int:
             if not _confirm(question, args.yes):
                 print("Nothing reset.")
                 return 1
-            if not store.try_lock_task(task_id):
+            # Take the task first (as a worker would), so a task being run is never reset.
+            if store.begin_task(task_id, wait=0) is None:
                 raise TaskLockedError(f"task {task_id} is being run by another worker; not resetting it")
-            try:
-                steps, checkpoints = store.forget_task(task_id)
-            finally:
-                store.finish_task(task_id, completed=False)  # releases the lock
+            steps, _ = store.forget_task(task_id)  # the checkpoint row, and our lease, go with it
+            checkpoints = 1 if task["checkpoint"] else 0
         finally:
             store.close()
     print(f"task {task_id}: forgot {steps} step row(s) and {checkpoints} checkpoint row(s); "
@@ -367,11 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_options(migrate)
     mode = migrate.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
-                      help="exit 0 if both tables exist with the seed's columns, else 1")
+                      help="exit 0 if both tables exist with the seed's columns and the connecting "
+                      "role may do what a worker does (read, write, use their sequences), else 1")
     mode.add_argument("--drop", action="store_true", help="drop both tables (asks unless --yes)")
     migrate.add_argument("--yes", action="store_true", help="do not ask before --drop")
     migrate.set_defaults(func=cmd_migrate)
     _add_patch_command(commands)
+    _add_run_command(commands)
     _add_ledger_commands(commands)
     _add_serve_command(commands)
     return parser

@@ -3,11 +3,15 @@
 The host's loop stays the host's. While a decorated ``execute_steps`` runs, a frame on a
 context variable says which task it is and which steps it was given; ``execute`` on the
 instance's class carries a pass-through wrapper that looks for that frame. So each
-``self.execute(step)`` call inside the loop is intercepted, numbered by its position in
-``steps``, skipped when the ledger already has it, and recorded otherwise. Context
-variables, not state on the class, keep threads and nested calls apart.
+``self.execute(step)`` call inside the loop is intercepted, located in ``steps``, skipped
+when the ledger already has it, and recorded otherwise. Context variables, not state on the
+class, keep threads and nested calls apart.
 
-Fail-open: when the ledger cannot be reached, the call runs exactly as undecorated.
+The task id is, in order: the ``task_id=`` option, ``self._current_task_id``, else the
+``task['id']`` of the ``process_queue_task(task)`` call the steps run under (install()
+wraps that method too).
+
+Fail-open: when the ledger cannot be reached, the call runs as undecorated.
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import wrapt
 
-from .errors import CheckpointError, DatabaseUnavailable, TaskExhaustedError, TaskLockedError
-from .steps import StepSequence
-from .store import ERROR, FAILED, SUCCESS, CheckpointStore, TaskState, content_hash, is_task_id
+from . import steps as step_rules
+from .errors import DatabaseUnavailable, TaskExhaustedError, TaskLockedError, TaskOwnershipLost
+from .log import emit
+from .steps import ERROR, FAILED, SUCCESS, Row, SlotPlan, StepSequence, is_task_id
+from .store import CheckpointStore, TaskState
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +38,9 @@ TaskIdGetter = Callable[[Any, tuple, dict], Any]
 
 _frames: contextvars.ContextVar[tuple[_Run, ...]] = contextvars.ContextVar(
     "jr_checkpoint_frames", default=()
+)
+_queue_tasks: contextvars.ContextVar[tuple[_QueueTask, ...]] = contextvars.ContextVar(
+    "jr_checkpoint_queue_tasks", default=()
 )
 
 
@@ -46,33 +55,62 @@ class Options:
     on_exhausted: Callable[[int, dict | None], Any] | None = None
     clock: Callable[[], float] = time.perf_counter
 
-
-_default_store: CheckpointStore | None = None
-_default_store_lock = threading.Lock()
-
-
-def _store_for(options: Options) -> CheckpointStore:
-    """The store the options name, else one shared store for the resolved default database."""
-    global _default_store
-    if options.store is not None:
-        return options.store
-    with _default_store_lock:
-        if options.dsn is not None:
-            return CheckpointStore(options.dsn)
-        if _default_store is None:
-            _default_store = CheckpointStore()
-        return _default_store
+    def __post_init__(self) -> None:
+        if self.wait is not None and not (isinstance(self.wait, (int, float)) and self.wait >= 0):
+            raise ValueError(f"wait must be a number of seconds >= 0 or None, not {self.wait!r}")
+        if self.max_attempts is not None and not (
+            isinstance(self.max_attempts, int) and self.max_attempts >= 1
+        ):
+            raise ValueError(f"max_attempts must be an integer >= 1 or None, not {self.max_attempts!r}")
+        for name in ("task_id", "on_exhausted", "clock"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be callable, not {type(value).__name__}")
 
 
-def _describe_step(step: Any) -> tuple[Any, Any]:
-    """``step_type`` and ``target_file`` as the seed computes them; non-dict steps are 'unknown'."""
-    if isinstance(step, Mapping):
-        return step.get("type", "unknown"), step.get("path", step.get("filepath", ""))
-    return "unknown", ""
+OPTION_NAMES = tuple(f.name for f in fields(Options))
+
+
+def make_options(**options: Any) -> Options:
+    """Options from keywords; a misspelled or ill-typed option fails here, at the call."""
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(map(repr, unknown))}; "
+                        f"expected some of {', '.join(OPTION_NAMES)}")
+    return Options(**options)
+
+
+def safe_text(value: Any) -> str:
+    """``str(value)``, or a description of it when even that fails (hostile objects)."""
+    try:
+        return str(value)
+    except Exception:
+        try:
+            return f"<{type(value).__name__} that cannot be shown>"
+        except Exception:
+            return "<unprintable>"
+
+
+def _describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {safe_text(exc)}"
+
+
+class _QueueTask:
+    """One ``process_queue_task(task)`` call: whose task, and its id (or why there is none)."""
+
+    __slots__ = ("instance", "task_id", "warned")
+
+    def __init__(self, instance: Any, task_id: Any):
+        self.instance = instance
+        self.task_id = task_id
+        self.warned = False
 
 
 class _Run:
     """One decorated ``execute_steps`` call for one task."""
+
+    #: While the ledger is unreachable, try to write what is pending at most this often.
+    FLUSH_EVERY = 2.0
 
     def __init__(self, instance: Any, task_id: int, steps: StepSequence, store: CheckpointStore,
                  options: Options, passthrough: bool = False):
@@ -84,63 +122,82 @@ class _Run:
         self.passthrough = passthrough
         self.in_step = False
         self.state = TaskState(attempt=1, checkpoint=None)
-        self.degraded = False
-        self.locked = False
-        self.lost_connection = False
-        self.succeeded: set[int] = set()
-        self.resume_at = 0  # the first step not known to have succeeded
-        self.visited: set[int] = set()  # steps that reached execute() in this call
+        self.plan = SlotPlan(task_id, {})
+        self.digests: dict[int, str | None] = {}
+        self.owner: str | None = None  # our lease on the task, while we hold it
+        self.degraded = False  # the ledger failed: records wait in `pending` or are dropped
+        self.pending: list[dict[str, Any]] = []  # records not yet written (the server is down)
+        self.last_flush = 0.0
+        self.succeeded: set[int] = set()  # positions known to have succeeded
+        self.resume_at = 0  # the first position not known to have succeeded
+        self.unchecked_warned = False
+
+    def _log(self, level: int, message: str, *args: Any, action: str, **extra: Any) -> None:
+        emit(logger, level, message, *args, action=action, task_id=self.task_id, **extra)
 
     # -- fail-open --------------------------------------------------------------------------
 
     def _degrade(self, exc: BaseException, doing: str) -> None:
         if not self.degraded:
-            logger.warning(
-                "[CHECKPOINT] task %s: %s failed, running the rest unchecked: %s",
-                self.task_id, doing, exc,
-                extra={"action": "checkpoint_unavailable", "task_id": self.task_id},
-            )
+            self._log(logging.WARNING, "[CHECKPOINT] task %s: %s failed, running the rest unchecked: %s",
+                      self.task_id, doing, safe_text(exc), action="checkpoint_unavailable")
         self.degraded = True
-        if isinstance(exc, DatabaseUnavailable):
-            self.lost_connection = True
+        if not isinstance(exc, DatabaseUnavailable):
+            self.pending.clear()  # not an outage: these records would fail again
 
     # -- start and end of the call ----------------------------------------------------------
 
     def begin(self) -> None:
-        """Take the task's lock and load its records; raises only TaskLocked/TaskExhausted."""
+        """Take the task and load its records; raises only TaskLocked/TaskExhausted."""
         try:
-            self.locked = self.store.lock_task(self.task_id, self.options.wait)
-            if not self.locked:
-                raise TaskLockedError(f"task {self.task_id} is being run by another worker")
-            self.state = self.store.begin_attempt(self.task_id, self.steps.total)
-        except CheckpointError as exc:
-            if isinstance(exc, TaskLockedError):
-                raise
-            self._degrade(exc, "loading the checkpoint")
-            return
+            state = self.store.begin_task(self.task_id, self.steps.total, wait=self.options.wait)
         except Exception as exc:  # never let the ledger break the host
             self._degrade(exc, "loading the checkpoint")
             return
-        self.succeeded = {n for n, rec in self.state.steps.items() if rec.execution_result == SUCCESS}
+        if state is None:
+            raise TaskLockedError(f"task {self.task_id} is being run by another worker")
+        self.state, self.owner = state, state.owner
+        self.store.hold(self.task_id, self.owner)
+        self.plan = SlotPlan(self.task_id, {
+            number: Row(rec.execution_result, rec.content_hash, rec.step_type, rec.target_file)
+            for number, rec in state.steps.items()
+        })
+        if self.steps.exhausted:  # a list: match every position before any takes a new row
+            for position, step in enumerate(self.steps.items):
+                self._match(position, step)
         self._advance_resume_point()
         self._check_attempts()
+
+    def _match(self, position: int, step: Any) -> None:
+        if position in self.digests:
+            return
+        try:
+            digest = step_rules.digest(step)
+        except Exception as exc:  # RecursionError, a str() that raises, ...: run it unchecked
+            digest = None
+            if not self.unchecked_warned:
+                self.unchecked_warned = True
+                self._log(logging.WARNING,
+                          "[CHECKPOINT] task %s: step %s cannot be identified (%s); it runs unchecked",
+                          self.task_id, position, _describe_error(exc), action="step_unidentified")
+        self.digests[position] = digest
+        if digest is not None and self.plan.match(position, step, digest):
+            if self.plan.succeeded(position):
+                self.succeeded.add(position)
 
     def _check_attempts(self) -> None:
         limit = self.options.max_attempts
         if limit is None or self.state.attempt <= limit:
             return
         checkpoint = self.state.checkpoint
-        logger.warning(
-            "[CHECKPOINT] task %s starts attempt %s of at most %s: escalating",
-            self.task_id, self.state.attempt, limit,
-            extra={"action": "task_exhausted", "task_id": self.task_id},
-        )
+        self._log(logging.WARNING, "[CHECKPOINT] task %s starts attempt %s of at most %s: escalating",
+                  self.task_id, self.state.attempt, limit, action="task_exhausted")
         message = f"task {self.task_id} is unfinished after {limit} attempt(s); not running it again"
         try:
             if self.options.on_exhausted is not None:
                 self.options.on_exhausted(self.task_id, checkpoint)
         except Exception as exc:  # the escalation failed: still exhausted, with the cause attached
-            raise TaskExhaustedError(f"{message} (on_exhausted failed: {exc})") from exc
+            raise TaskExhaustedError(f"{message} (on_exhausted failed: {safe_text(exc)})") from exc
         finally:
             self.finish(completed=False)
         raise TaskExhaustedError(message)
@@ -150,56 +207,53 @@ class _Run:
             self.resume_at += 1
 
     def all_succeeded(self) -> bool:
-        """Every step a success: run or skipped in this call, or recorded with its content."""
+        """Every position a success: run or skipped in this call, or known by its identity."""
         if not self.steps.exhausted:
             return False
-        for number, step in enumerate(self.steps.items):
-            if number not in self.succeeded:
-                return False
-            if number not in self.visited:  # the host never reached it: has it changed since?
-                record = self.state.steps.get(number)
-                if record is None or record.content_hash != content_hash(step):
-                    return False
-        return True
+        return all(position in self.succeeded for position in range(len(self.steps.items)))
 
     def finish(self, completed: bool) -> None:
-        """Release the task's lock; when every step succeeded, drop its checkpoint row."""
-        if not self.locked:
+        """Write what is pending, give the task up; when every step succeeded, drop its checkpoint."""
+        owner, self.owner = self.owner, None
+        if owner is None:
             return
-        self.locked = False
-        if self.lost_connection:
-            # The lock went with the dropped session; only forget it locally.
-            self.store.forget_lock(self.task_id)
-            return
+        self.store.forget_lease(self.task_id, owner)
         try:
-            if self.store.finish_task(self.task_id, completed=completed and not self.degraded):
-                logger.info("[CHECKPOINT] task %s complete, checkpoint cleaned up", self.task_id,
-                            extra={"action": "task_completed", "task_id": self.task_id})
-        except Exception as exc:
+            self._flush(owner, force=True)
+        except TaskOwnershipLost:
+            return  # another worker has it now: nothing of ours to release
+        if self.pending:
+            self._log(logging.WARNING, "[CHECKPOINT] task %s: %s step record(s) could not be written",
+                      self.task_id, len(self.pending), action="records_lost")
+        try:
+            done = completed and not self.degraded
+            if self.store.release_task(self.task_id, owner, completed=done, patient=not self.degraded):
+                self._log(logging.INFO, "[CHECKPOINT] task %s complete, checkpoint cleaned up",
+                          self.task_id, action="task_completed")
+        except Exception as exc:  # the lease expires by itself
             self._degrade(exc, "releasing the task")
 
     # -- one step ---------------------------------------------------------------------------
 
     def run_step(self, execute: Callable, args: tuple, kwargs: dict) -> Any:
         step = args[0] if args else kwargs.get("step")
-        number = self.steps.locate(step)
-        if number is None:
+        position = self.steps.locate(step)
+        if position is None:
             return execute(*args, **kwargs)
-        self.visited.add(number)
-        digest = content_hash(step)
-        if not self.degraded:
-            record = self.state.steps.get(number)
-            if record is not None and record.execution_result == SUCCESS:
-                if record.content_hash == digest:
-                    logger.info("[CHECKPOINT] Step %s already succeeded, skipping", number,
-                                extra={"action": "step_skipped", "task_id": self.task_id,
-                                       "step_number": number})
-                    self.succeeded.add(number)
-                    return {"success": True, "skipped": True, "checkpoint_hit": True,
-                            "step_number": number}
-                logger.info("[CHECKPOINT] Step %s changed since it succeeded, running it again",
-                            number, extra={"action": "step_changed", "task_id": self.task_id,
-                                           "step_number": number})
+        self._match(position, step)
+        if position in self.succeeded:  # known from the ledger, even if it is unreachable now
+            self._log(logging.INFO, "[CHECKPOINT] Step %s already succeeded, skipping", position,
+                      action="step_skipped", step_number=position)
+            skipped = {"success": True, "skipped": True, "checkpoint_hit": True,
+                       "step_number": position}
+            path = step_rules.target_file(step)
+            if path:  # the host's own retry drops steps whose result names a done path
+                skipped["path"] = path
+            return skipped
+        if self.owner is not None and self.store.lost(self.task_id, self.owner):
+            self.owner = None
+            raise TaskOwnershipLost(f"task {self.task_id}: another worker took it over; stopping "
+                                    f"before step {position}")
         clock = self.options.clock
         started = clock()
         self.in_step = True
@@ -207,7 +261,10 @@ class _Run:
             result = execute(*args, **kwargs)
         except BaseException as exc:
             elapsed = int((clock() - started) * 1000)
-            self._record(number, step, digest, ERROR, elapsed, f"{type(exc).__name__}: {exc}")
+            try:
+                self._record(position, step, ERROR, elapsed, _describe_error(exc))
+            except TaskOwnershipLost:
+                pass  # the host's own exception goes on; the next step is not ours to run
             raise
         finally:
             self.in_step = False
@@ -217,64 +274,120 @@ class _Run:
             error = None if outcome == SUCCESS else result.get("error")
         else:
             outcome, error = FAILED, f"step returned {type(result).__name__}, not a dict"
-        self._record(number, step, digest, outcome, elapsed, error)
+        self._record(position, step, outcome, elapsed, error)
         return result
 
-    def _record(self, number: int, step: Any, digest: str, outcome: str, elapsed_ms: int,
-                error: Any) -> None:
+    def _record(self, position: int, step: Any, outcome: str, elapsed_ms: int, error: Any) -> None:
         if outcome == SUCCESS:
-            self.succeeded.add(number)
+            self.succeeded.add(position)
             self._advance_resume_point()
         else:
-            self.succeeded.discard(number)
-            self.resume_at = min(self.resume_at, number)
-        if self.degraded:
+            self.succeeded.discard(position)
+            self.resume_at = min(self.resume_at, position)
+        digest = self.digests.get(position)
+        if self.owner is None or digest is None:
             return
-        step_type, target_file = _describe_step(step)
+        if self.degraded and not self.pending:
+            return  # not an outage: recording stopped for good
+        slot = self.plan.slot(position)
+        self.plan.record(position, outcome, digest)
+        self.pending.append(dict(
+            step_number=slot, execution_result=outcome, step_type=step_rules.step_type(step),
+            target_file=step_rules.target_file(step), content_hash=digest,
+            execution_time_ms=elapsed_ms, error_detail=None if error is None else safe_text(error),
+            last_completed_step=self.resume_at - 1, total_steps=self.steps.total,
+            resume_at=self.resume_at))
+        self._flush(self.owner, force=not self.degraded)
+
+    def _flush(self, owner: str, force: bool) -> None:
+        """Write the pending records in order; patient (rides out a restart) unless degraded."""
+        if not self.pending:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_flush < self.FLUSH_EVERY:
+            return
+        self.last_flush = now
         try:
-            self.store.record_step(
-                self.task_id, number,
-                execution_result=outcome, step_type=step_type, target_file=target_file,
-                content_hash=digest, execution_time_ms=elapsed_ms, error_detail=error,
-                last_completed_step=self.resume_at - 1, total_steps=self.steps.total,
-                checkpoint_data={"attempts": self.state.attempt, "resume_at": self.resume_at},
-            )
+            while self.pending:
+                self.store.record_step(self.task_id, owner=owner, patient=not self.degraded,
+                                       **self.pending[0])
+                self.pending.pop(0)
+        except TaskOwnershipLost:
+            self.owner = None
+            self.pending.clear()
+            raise
+        except DatabaseUnavailable as exc:
+            self._degrade(exc, "recording a step")
+            return
         except Exception as exc:  # a failed record never fails the step
-            self._degrade(exc, f"recording step {number}")
+            self._degrade(exc, "recording a step")
+            return
+        if self.degraded:
+            self._log(logging.INFO, "[CHECKPOINT] task %s: the ledger answers again; recording resumed",
+                      self.task_id, action="checkpoint_available")
+            self.degraded = False
+
+
+def _running(instance: Any) -> _Run | None:
+    """The innermost checkpointed call of ``instance`` in this context, if any."""
+    for run in reversed(_frames.get()):
+        if run.instance is instance:
+            return run
+    return None
 
 
 def _intercept_execute(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
     """On the host's ``execute``: a pass-through unless a checkpointed call is running."""
-    for run in reversed(_frames.get()):
-        if run.instance is instance:
-            if run.in_step or run.passthrough:
-                break
-            return run.run_step(wrapped, args, kwargs)
+    run = _running(instance)
+    if run is None or run.in_step or run.passthrough:
+        return wrapped(*args, **kwargs)
+    return run.run_step(wrapped, args, kwargs)
+
+
+def _intercept_already_succeeded(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """The host's own check, while the decorator checks: "no", so the step reaches execute()."""
+    if _running(instance) is not None:
+        return False
     return wrapped(*args, **kwargs)
 
 
-_hooks: dict[type, Any] = {}
+def _intercept_record(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """The host's own record, while the decorator records: nothing (no second row, no connection)."""
+    if _running(instance) is not None:
+        return None
+    return wrapped(*args, **kwargs)
+
+
+#: Methods of the host's class wrapped while checkpointed calls run: one path at a time.
+_INTERCEPTED = {
+    "execute": _intercept_execute,
+    "_step_already_succeeded": _intercept_already_succeeded,
+    "_record_step_result": _intercept_record,
+}
+
+_hooks: dict[tuple[type, str], Any] = {}
 _hooks_lock = threading.Lock()
 
 
-def _hook_execute(cls: type) -> None:
-    """Put the pass-through wrapper on the class that defines ``execute`` (once)."""
-    owner = next((c for c in cls.__mro__ if "execute" in c.__dict__), None)
-    if owner is None or owner in _hooks:
-        return
-    with _hooks_lock:
-        original = owner.__dict__["execute"]
-        if owner in _hooks or _is_ours(original, _intercept_execute):
-            return
-        _hooks[owner] = original
-        owner.execute = wrapt.FunctionWrapper(original, _intercept_execute)
+def _hook_class(cls: type) -> None:
+    """Put the pass-through wrappers on the classes that define the intercepted methods (once)."""
+    for name, wrapper in _INTERCEPTED.items():
+        owner = next((c for c in cls.__mro__ if name in c.__dict__), None)
+        if owner is None or (owner, name) in _hooks:
+            continue
+        with _hooks_lock:
+            original = owner.__dict__[name]
+            if (owner, name) in _hooks or _is_ours(original, wrapper):
+                continue
+            _hooks[(owner, name)] = original
+            setattr(owner, name, wrapt.FunctionWrapper(original, wrapper))
 
 
 def unhook_execute() -> None:
-    """Give every hooked class its own ``execute`` back."""
+    """Give every hooked class its own methods back."""
     with _hooks_lock:
-        for owner, original in _hooks.items():
-            owner.execute = original
+        for (owner, name), original in _hooks.items():
+            setattr(owner, name, original)
         _hooks.clear()
 
 
@@ -289,6 +402,46 @@ def is_checkpointed(attribute: Any) -> bool:
     )
 
 
+# -- the task id from process_queue_task(task) ------------------------------------------------
+
+def _queue_task_wrapper(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """On the host's ``process_queue_task``: remember ``task['id']`` while the call runs."""
+    task = args[0] if args else kwargs.get("task")
+    try:
+        task_id = task.get("id") if isinstance(task, Mapping) else None
+    except Exception:
+        task_id = None
+    token = _queue_tasks.set((*_queue_tasks.get(), _QueueTask(instance, task_id)))
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _queue_tasks.reset(token)
+
+
+def wrap_queue_task(function: Any) -> Any:
+    """``process_queue_task`` wrapped so that the steps run under it know their task."""
+    return wrapt.FunctionWrapper(function, _queue_task_wrapper)
+
+
+def is_queue_task_wrapper(attribute: Any) -> bool:
+    return _is_ours(attribute, _queue_task_wrapper)
+
+
+def _queue_task_id(instance: Any) -> Any:
+    for frame in reversed(_queue_tasks.get()):
+        if frame.instance is instance:
+            if not is_task_id(frame.task_id) and not frame.warned:
+                frame.warned = True
+                emit(logger, logging.WARNING,
+                     "[CHECKPOINT] task['id'] is %s, not an integer; running the task unchecked",
+                     safe_text(repr(frame.task_id)) if frame.task_id is not None else "missing",
+                     action="bad_task_id")
+            return frame.task_id if is_task_id(frame.task_id) else None
+    return None
+
+
+# -- the wrapper around execute_steps ----------------------------------------------------------
+
 def _bind_steps(args: tuple, kwargs: dict) -> tuple[Any, Callable[[Any], tuple[tuple, dict]]]:
     """The ``steps`` argument, and a function that puts a replacement in its place."""
     if args:
@@ -299,25 +452,52 @@ def _bind_steps(args: tuple, kwargs: dict) -> tuple[Any, Callable[[Any], tuple[t
 
 
 class StepSequenceWrapper:
-    """The wrapt wrapper around ``execute_steps``."""
+    """The wrapt wrapper around ``execute_steps``; owns the store it opens for ``dsn=``."""
 
     def __init__(self, options: Options):
         self.options = options
+        self._store: CheckpointStore | None = None
+        self._store_lock = threading.Lock()
+
+    def store(self) -> CheckpointStore:
+        if self.options.store is not None:
+            return self.options.store
+        with self._store_lock:
+            if self._store is None:
+                self._store = CheckpointStore(self.options.dsn) if self.options.dsn is not None \
+                    else default_store()
+            return self._store
+
+    def close(self) -> None:
+        """Close the store this wrapper opened for its ``dsn=`` (not a shared or given one)."""
+        with self._store_lock:
+            if self._store is not None and self.options.dsn is not None and self.options.store is None:
+                self._store.close()
+            self._store = None
 
     def _task_id(self, instance: Any, args: tuple, kwargs: dict) -> Any:
         if self.options.task_id is not None:
             return self.options.task_id(instance, args, kwargs)
-        return getattr(instance, "_current_task_id", None)
+        explicit = getattr(instance, "_current_task_id", None)
+        if explicit is not None:
+            return explicit
+        return _queue_task_id(instance)
 
     def __call__(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         if not self.options.enabled or instance is None:
             return wrapped(*args, **kwargs)
-        task_id = self._task_id(instance, args, kwargs)
+        try:
+            task_id = self._task_id(instance, args, kwargs)
+        except Exception as exc:
+            emit(logger, logging.WARNING, "[CHECKPOINT] finding the task id failed (%s); running unchecked",
+                 _describe_error(exc), action="bad_task_id")
+            return wrapped(*args, **kwargs)
         if task_id is None:
             return wrapped(*args, **kwargs)
         if not is_task_id(task_id):
-            logger.warning("[CHECKPOINT] task id %r is not an integer; running the task unchecked",
-                           task_id, extra={"action": "bad_task_id"})
+            emit(logger, logging.WARNING,
+                 "[CHECKPOINT] task id %s is not an integer; running the task unchecked",
+                 safe_text(repr(task_id)), action="bad_task_id")
             return wrapped(*args, **kwargs)
         steps, replace = _bind_steps(args, kwargs)
         numbered = StepSequence(steps if steps is not None else ())
@@ -325,11 +505,10 @@ class StepSequenceWrapper:
             args, kwargs = replace(numbered.argument)
         frames = _frames.get()
         nested = any(run.instance is instance and run.task_id == task_id for run in frames)
-        run = _Run(instance, task_id, numbered, _store_for(self.options), self.options,
-                   passthrough=nested)
+        run = _Run(instance, task_id, numbered, self.store(), self.options, passthrough=nested)
         if not nested:
             run.begin()
-            _hook_execute(type(instance))
+            _hook_class(type(instance))
         token = _frames.set((*frames, run))
         try:
             result = wrapped(*args, **kwargs)
@@ -340,6 +519,36 @@ class StepSequenceWrapper:
             _frames.reset(token)
         run.finish(completed=run.all_succeeded())
         return result
+
+
+_default_store: CheckpointStore | None = None
+_default_store_lock = threading.Lock()
+
+
+def default_store() -> CheckpointStore:
+    """One shared store for the resolved default database."""
+    global _default_store
+    with _default_store_lock:
+        if _default_store is None:
+            _default_store = CheckpointStore()
+        return _default_store
+
+
+def close_default_store() -> None:
+    global _default_store
+    with _default_store_lock:
+        if _default_store is not None:
+            _default_store.close()
+        _default_store = None
+
+
+class _CheckpointedFunction(wrapt.FunctionWrapper):
+    """A decorated ``execute_steps``; in a class body it also wraps ``process_queue_task``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        original = owner.__dict__.get("process_queue_task")
+        if original is not None and not is_queue_task_wrapper(original):
+            owner.process_queue_task = wrap_queue_task(original)
 
 
 def checkpointed_steps(
@@ -356,8 +565,10 @@ def checkpointed_steps(
 ) -> Any:
     """Checkpoint every step of ``execute_steps``; usable bare or with options.
 
-    - ``store`` / ``dsn``: the ledger (default: one shared store on the resolved database).
-    - ``task_id(instance, args, kwargs)``: the task id (default: ``self._current_task_id``).
+    - ``store`` / ``dsn``: the ledger (default: one shared store on the resolved database;
+      ``dsn=`` opens one store for this function, at its first call).
+    - ``task_id(instance, args, kwargs)``: the task id (default: ``self._current_task_id``,
+      else ``task['id']`` of the ``process_queue_task(task)`` call it runs under).
     - ``wait``: seconds to wait for another worker to finish the task (``None``: forever);
       0, the default, raises :class:`TaskLockedError` at once.
     - ``max_attempts`` / ``on_exhausted(task_id, checkpoint)``: escalate a task that is still
@@ -366,10 +577,13 @@ def checkpointed_steps(
     """
     options = Options(store=store, dsn=dsn, task_id=task_id, enabled=enabled, wait=wait,
                       max_attempts=max_attempts, on_exhausted=on_exhausted, clock=clock)
+    return decorate(wrapped, options)
 
-    def decorate(function: Callable) -> Any:
-        return wrapt.FunctionWrapper(function, StepSequenceWrapper(options))
+
+def decorate(wrapped: Callable | None, options: Options) -> Any:
+    def apply(function: Callable) -> Any:
+        return _CheckpointedFunction(function, StepSequenceWrapper(options))
 
     if wrapped is None:
-        return decorate
-    return decorate(wrapped)
+        return apply
+    return apply(wrapped)

@@ -37,6 +37,10 @@ class TaskLockedError(CheckpointError):
     """Another worker is running this task."""
 
 
+class TaskOwnershipLost(TaskLockedError):
+    """Another worker took this task over (its lease had expired): this worker stops."""
+
+
 class TaskExhaustedError(CheckpointError):
     """This task has used all its attempts."""
 
@@ -61,3 +65,12 @@ class UnsafePatchPath(PatchError):
     """A patch names a target outside the root directory: refused."""
 
     exit_code = 1
+
+
+class CommandNotRunnable(CheckpointError):
+    """`jr-checkpoint run` could not start its command."""
+
+    def __init__(self, message: str | None = None, exit_code: int = 127):
+        super().__init__(message)
+        #: 127 when the command is not found, 126 when it cannot be executed (as env(1) does).
+        self.exit_code = exit_code

@@ -1,4 +1,11 @@
-"""``install()`` / ``uninstall()``: apply the decorator to the host when its module is imported.
+"""``install()`` / ``uninstall()``: apply the decorator to the host when its modules are imported.
+
+The Jr worker runs from inside ``jr_executor/`` and imports ``task_executor`` and
+``jr_queue_client`` as top-level modules; other code imports ``jr_executor.task_executor``.
+So every name is hooked, and whichever module is imported, before or after ``install()``,
+gets its class wrapped once: ``execute_steps`` checkpointed, ``process_queue_task`` telling
+the steps under it their task (``task['id']``), and the queue client given the seed's three
+checkpoint methods when it lacks them.
 
 wrapt's post-import hooks run at once when the module is already imported, else right after
 it is. wrapt has no unpatch, so every attribute replaced or added is remembered with what was
@@ -9,20 +16,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import wrapt
 
 from . import decorator
-from .sql import QUERIES
+from .log import emit
 from .store import CheckpointStore
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TARGET = "jr_executor.task_executor:TaskExecutor.execute_steps"
-DEFAULT_QUEUE_CLIENT = "jr_executor.jr_queue_client:JrQueueClient"
+#: Where the host's executor and queue client live, under every name the host imports them.
+DEFAULT_TARGETS = ("task_executor:TaskExecutor.execute_steps",
+                   "jr_executor.task_executor:TaskExecutor.execute_steps")
+DEFAULT_QUEUE_CLIENTS = ("jr_queue_client:JrQueueClient", "jr_executor.jr_queue_client:JrQueueClient")
 
 _MISSING = object()
 
@@ -31,8 +40,10 @@ _MISSING = object()
 class _Installation:
     store: CheckpointStore
     owns_store: bool
-    options: dict[str, Any]
+    options: decorator.Options
+    explicit: bool  # targets named by the caller: a missing one is worth a warning
     patched: list[tuple[type, str, Any]] = field(default_factory=list)
+    wrappers: list[decorator.StepSequenceWrapper] = field(default_factory=list)
 
 
 _current: _Installation | None = None
@@ -58,76 +69,72 @@ def _set(installation: _Installation, owner: type, name: str, value: Any) -> Non
     setattr(owner, name, value)
 
 
+def _missing(installation: _Installation, what: str) -> None:
+    level = logging.WARNING if installation.explicit else logging.DEBUG
+    if level == logging.WARNING:
+        emit(logger, level, "[CHECKPOINT] %s not found; nothing installed there", what,
+             action="install_target_missing")
+
+
 def _wrap_target(installation: _Installation, module: Any, path: list[str]) -> None:
-    owner, name = _owner(module, path[:-1]), path[-1]
+    try:
+        owner = _owner(module, path[:-1])
+    except AttributeError:
+        _missing(installation, f"{module.__name__}.{'.'.join(path[:-1])}")
+        return
+    name = path[-1]
     original = owner.__dict__.get(name, _MISSING)
     if original is _MISSING:
-        logger.warning("[CHECKPOINT] %s has no attribute %s; nothing installed", owner, name)
+        _missing(installation, f"{module.__name__}.{'.'.join(path)}")
         return
-    if decorator.is_checkpointed(original):
-        return  # already decorated, in the source or by an earlier install
-    wrapped = decorator.checkpointed_steps(original, store=installation.store, **installation.options)
-    _set(installation, owner, name, wrapped)
+    if not decorator.is_checkpointed(original):  # else decorated in the source or already
+        wrapper = decorator.StepSequenceWrapper(installation.options)
+        installation.wrappers.append(wrapper)
+        _set(installation, owner, name, wrapt.FunctionWrapper(original, wrapper))
+    queue_task = owner.__dict__.get("process_queue_task", _MISSING) if isinstance(owner, type) else _MISSING
+    if queue_task is not _MISSING and not decorator.is_queue_task_wrapper(queue_task):
+        _set(installation, owner, "process_queue_task", decorator.wrap_queue_task(queue_task))
 
 
-# -- the seed's Step 3 trio, for a JrQueueClient that lacks it, built on its own _execute -------
+# -- the seed's Step 3 trio, for a JrQueueClient that lacks it: one implementation, the store's --
 
-def _first_row(rows: Any) -> dict | None:
-    if not rows:
-        return None
-    row = rows[0]
-    if isinstance(row, Mapping):
-        return dict(row)
-    return dict(zip(("last_completed_step", "total_steps", "checkpoint_data"), row, strict=True))
+def _store() -> CheckpointStore:
+    installation = _current
+    return installation.store if installation is not None else decorator.default_store()
 
 
 def save_checkpoint(self, task_id: int, last_completed_step: int, total_steps: int | None = None,
                     checkpoint_data: dict | None = None) -> bool:
     """Save a checkpoint for a task so it can resume on retry (True if saved)."""
-    import json
-
-    try:
-        self._execute(QUERIES["save_checkpoint"], {
-            "task_id": task_id, "last_completed_step": last_completed_step,
-            "total_steps": total_steps,
-            "checkpoint_data": json.dumps(checkpoint_data) if checkpoint_data else None,
-        }, fetch=False)
-        return True
-    except Exception as e:
-        logger.warning("[JrQueue] Failed to save checkpoint for task %s: %s", task_id, e)
-        return False
+    return _store().save_checkpoint(task_id, last_completed_step, total_steps, checkpoint_data)
 
 
 def get_last_checkpoint(self, task_id: int) -> dict | None:
     """Get the last checkpoint for a task (for resume-from-failure), or None."""
-    try:
-        return _first_row(self._execute(QUERIES["get_last_checkpoint"], {"task_id": task_id}))
-    except Exception as e:
-        logger.warning("[JrQueue] Failed to get checkpoint for task %s: %s", task_id, e)
-        return None
+    return _store().get_last_checkpoint(task_id)
 
 
 def cleanup_checkpoints(self, task_id: int) -> bool:
     """Remove checkpoints after a task completes successfully (True if it worked)."""
-    try:
-        self._execute(QUERIES["cleanup_checkpoints"], {"task_id": task_id}, fetch=False)
-        return True
-    except Exception as e:
-        logger.warning("[JrQueue] Failed to cleanup checkpoints for task %s: %s", task_id, e)
-        return False
+    return _store().cleanup_checkpoints(task_id)
 
 
 QUEUE_METHODS = {f.__name__: f for f in (save_checkpoint, get_last_checkpoint, cleanup_checkpoints)}
 
 
 def _add_queue_methods(installation: _Installation, module: Any, path: list[str]) -> None:
-    cls = _owner(module, path)
+    try:
+        cls = _owner(module, path)
+    except AttributeError:
+        _missing(installation, f"{module.__name__}.{'.'.join(path)}")
+        return
     for name, function in QUEUE_METHODS.items():
-        if not hasattr(cls, name):
+        if not hasattr(cls, name):  # the host's own methods, whatever their body, stay
             _set(installation, cls, name, function)
 
 
-def _hook(installation: _Installation, spec: str, apply: Any) -> None:
+def _hook(installation: _Installation, spec: str,
+          apply: Callable[[_Installation, Any, list[str]], None]) -> None:
     module_name, path = _split(spec)
 
     def on_import(module: Any) -> None:
@@ -137,42 +144,57 @@ def _hook(installation: _Installation, spec: str, apply: Any) -> None:
             try:
                 apply(installation, module, path)
             except Exception as exc:  # an exception here would fail the host's import
-                logger.warning("[CHECKPOINT] could not install on %s: %s", spec, exc)
+                emit(logger, logging.WARNING, "[CHECKPOINT] could not install on %s: %s", spec,
+                     decorator.safe_text(exc), action="install_failed")
 
     wrapt.register_post_import_hook(on_import, module_name)
+
+
+def _specs(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    specs = (value,) if isinstance(value, str) else tuple(value)
+    for spec in specs:
+        _split(spec)
+    return specs
 
 
 def install(
     dsn: Any = None,
     *,
-    target: str = DEFAULT_TARGET,
-    queue_client: str | None = DEFAULT_QUEUE_CLIENT,
+    target: str | Sequence[str] | None = None,
+    queue_client: str | Sequence[str] | None = DEFAULT_QUEUE_CLIENTS,
     store: CheckpointStore | None = None,
     **options: Any,
 ) -> CheckpointStore:
     """Checkpoint the host's ``execute_steps``, now or when its module is imported.
 
-    Calling it again while installed changes nothing. ``options`` are those of
-    :func:`checkpointed_steps` (``wait``, ``max_attempts``, ``on_exhausted``, ...).
-    Returns the store, for inspection.
+    ``target`` / ``queue_client``: ``"module:Class.method"`` / ``"module:Class"`` specs
+    (default: the host's, under both names). ``options`` are those of
+    :func:`checkpointed_steps` (``wait``, ``max_attempts``, ``on_exhausted``, ...); a
+    misspelled one raises ``TypeError`` here. Calling it again while installed changes
+    nothing. Returns the store, for inspection.
     """
     global _current
     with _lock:
         if _current is not None:
             return _current.store
-        _split(target)
-        if queue_client:
-            _split(queue_client)
-        installation = _Installation(store or CheckpointStore(dsn), store is None, options)
+        targets = _specs(target) or DEFAULT_TARGETS
+        clients = _specs(queue_client)
+        ledger = store or CheckpointStore(dsn)
+        installation = _Installation(ledger, store is None,
+                                     decorator.make_options(store=ledger, **options),
+                                     explicit=target is not None)
         _current = installation
-        _hook(installation, target, _wrap_target)
-        if queue_client:
-            _hook(installation, queue_client, _add_queue_methods)
+        for spec in targets:
+            _hook(installation, spec, _wrap_target)
+        for spec in clients:
+            _hook(installation, spec, _add_queue_methods)
         return installation.store
 
 
 def uninstall() -> None:
-    """Put back exactly what ``install()`` replaced or added; a no-op when not installed."""
+    """Put back exactly what ``install()`` replaced or added and close what it opened."""
     global _current
     with _lock:
         installation, _current = _current, None
@@ -184,12 +206,15 @@ def uninstall() -> None:
             else:
                 setattr(owner, name, original)
         decorator.unhook_execute()
+        for wrapper in installation.wrappers:
+            wrapper.close()
         if installation.owns_store:
             installation.store.close()
+        decorator.close_default_store()
 
 
 def installed() -> bool:
     return _current is not None
 
 
-__all__ = ["install", "installed", "uninstall"]
+__all__ = ["DEFAULT_QUEUE_CLIENTS", "DEFAULT_TARGETS", "install", "installed", "uninstall"]

@@ -11,11 +11,9 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import psycopg2
-import psycopg2.errors
-
-from .dsn import DEFAULT_CONNECT_TIMEOUT, Target, first_line
-from .errors import ConfigurationError, SchemaMissing, StoreError
+from . import db
+from .dsn import DEFAULT_CONNECT_TIMEOUT, Target
+from .errors import ConfigurationError
 from .sql import REPORTS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,20 +36,10 @@ def parse_duration(text: str) -> int:
 
 @contextlib.contextmanager
 def cursor(target: Target, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> Iterator[Any]:
-    """An autocommit cursor: each statement is its own transaction. Errors become StoreErrors."""
-    conn = target.connect(connect_timeout)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            yield cur
-    except psycopg2.errors.UndefinedTable as exc:
-        raise SchemaMissing(
-            f"the checkpoint tables do not exist at {target.describe()}: run `jr-checkpoint migrate`"
-        ) from exc
-    except psycopg2.Error as exc:
-        raise StoreError(f"query failed at {target.describe()}: {first_line(exc)}") from exc
-    finally:
-        conn.close()
+    """An autocommit cursor: each statement is its own transaction. Errors become the package's."""
+    with contextlib.closing(db.connect(target, connect_timeout, autocommit=True)) as conn, \
+            db.wrap_exceptions(target), conn.cursor() as cur:
+        yield cur
 
 
 def _rows(cur: Any, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,18 +1,26 @@
-"""Create, check and drop the two checkpoint tables, from ``sql/schema.sql`` alone."""
+"""Create, check and drop the two checkpoint tables (``sql/schema.sql``) and the ledger's
+functions (``sql/functions.sql``)."""
 
 from __future__ import annotations
 
 from contextlib import closing
 
-import psycopg2
 from psycopg2 import sql as pgsql
 
-from .dsn import Target, first_line
-from .errors import StoreError
-from .sql import QUERIES, SCHEMA, TABLES
+from . import db
+from .dsn import Target
+from .sql import ADMIN, FUNCTIONS, QUERIES, SCHEMA, TABLES
 from .store import LOCK_NAMESPACE
 
 TABLE_NAMES = tuple(TABLES)
+
+#: The functions a worker calls (sql/functions.sql), as ``name(argument types)``: ``migrate
+#: --check`` verifies that each exists and that the connecting role may EXECUTE it.
+WORKER_FUNCTIONS: tuple[str, ...] = (
+    "jr_checkpoint_begin(integer, integer, text, double precision, jsonb, text)",
+    "jr_checkpoint_record_step(integer, text, integer, varchar, text, varchar, varchar, integer,"
+    " text, integer, integer, integer, double precision)",
+)
 
 
 def create_tables(target: Target, connect_timeout: float | None = 5) -> dict[str, int]:
@@ -22,29 +30,54 @@ def create_tables(target: Target, connect_timeout: float | None = 5) -> dict[str
     sessions run it at once (both pass the check, one fails on a unique index of the
     catalog), so the transaction first takes an advisory lock that serializes migrations.
     """
-    with closing(target.connect(connect_timeout)) as conn:
-        try:
-            with conn, conn.cursor() as cur:  # commits, or rolls back on any error
-                cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
-                cur.execute(SCHEMA)
-                counts = {}
-                for table in TABLE_NAMES:
-                    cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
-                    counts[table] = cur.fetchone()[0]
-        except psycopg2.Error as exc:
-            raise StoreError(f"migration failed at {target.describe()}: {first_line(exc)}") from exc
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "migration"):
+        with conn, conn.cursor() as cur:  # commits, or rolls back on any error
+            cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
+            cur.execute(SCHEMA)
+            cur.execute(FUNCTIONS)
+            counts = {}
+            for table in TABLE_NAMES:
+                cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
+                counts[table] = cur.fetchone()[0]
     return counts
+
+
+def check(target: Target, connect_timeout: float | None = 5) -> list[str]:
+    """``migrate --check``: the schema's problems, else what the connecting role lacks (one line)."""
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):
+        with conn, conn.cursor() as cur:
+            return _table_problems(cur) or _privilege_problems(cur)
 
 
 def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]:
     """What differs from the seed's schema: missing tables, missing columns, wrong types."""
-    with closing(target.connect(connect_timeout)) as conn:
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(QUERIES["table_columns"])
-                rows = cur.fetchall()
-        except psycopg2.Error as exc:
-            raise StoreError(f"schema check failed at {target.describe()}: {first_line(exc)}") from exc
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):
+        with conn, conn.cursor() as cur:
+            return _table_problems(cur)
+
+
+def _privilege_problems(cur) -> list[str]:
+    """``[]``, or one line naming every privilege a worker needs and the role lacks.
+
+    A role that may SELECT but not INSERT, or INSERT without USAGE on the SERIAL's sequence,
+    would otherwise record nothing, with one warning per call, while the schema looks fine.
+    """
+    cur.execute(ADMIN["missing_privileges"],
+                {"tables": list(TABLE_NAMES), "functions": list(WORKER_FUNCTIONS)})
+    rows = cur.fetchall()
+    cur.execute(ADMIN["current_role"])
+    (role,) = cur.fetchone()
+    missing = [f"{privilege} on {name}" if kind == "table" else f"{privilege} on {kind} {name}"
+               for privilege, kind, name in rows if privilege is not None]
+    problems = [f"function {name} is missing" for privilege, _, name in rows if privilege is None]
+    if missing:
+        problems.append(f"role {role} lacks: {', '.join(missing)}")
+    return problems
+
+
+def _table_problems(cur) -> list[str]:
+    cur.execute(QUERIES["table_columns"])
+    rows = cur.fetchall()
     found: dict[str, dict[str, str]] = {}
     for table, column, pg_type in rows:
         found.setdefault(table, {})[column] = pg_type
@@ -63,10 +96,7 @@ def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]
 
 
 def drop_tables(target: Target, connect_timeout: float | None = 5) -> None:
-    with closing(target.connect(connect_timeout)) as conn:
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
-                cur.execute(QUERIES["drop_tables"])
-        except psycopg2.Error as exc:
-            raise StoreError(f"drop failed at {target.describe()}: {first_line(exc)}") from exc
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "drop"):
+        with conn, conn.cursor() as cur:
+            cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
+            cur.execute(QUERIES["drop_tables"])

@@ -1,10 +1,148 @@
-"""The ``steps`` argument of ``execute_steps``, numbered as the seed's ``enumerate`` numbers it."""
+"""What a step is: its position in ``steps``, its identity, its outcome.
+
+A step is identified by **what it does**, not by where it stands: the host re-extracts
+steps from an instruction on every attempt, and the same instruction can give a different
+list (a created file's block becomes a ``partial_edit``; a self-critique reorders, drops or
+duplicates steps; an in-process retry runs a shorter list). :func:`identity` keeps what
+decides a step's effect and drops what the extraction varies:
+
+- ``file`` write / partial edit: the path and the content, whitespace runs collapsed
+  (``write`` and ``partial_edit`` of the same content are the same step; ``edit_info`` and
+  indentation are not part of it);
+- ``search_replace``: the path, the SEARCH text and the REPLACE text, exactly;
+- ``bash`` / ``sql``: the command, stripped;
+- anything else: the whole step as canonical JSON.
+
+The ledger keeps one row per step *slot* (the seed's ``step_number``); :class:`SlotPlan`
+maps the positions of this call's list onto slots so that a step that succeeded is
+recognised wherever it now stands and no succeeded step's row is ever taken by another.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+SUCCESS, FAILED, ERROR = "success", "failed", "error"
+
+#: Bumped whenever identity() changes meaning, so old digests never match new ones by chance.
+IDENTITY_VERSION = "jr-checkpoint/2"
+
+_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+
+
+def is_task_id(value: Any) -> bool:
+    """The seed's column is INTEGER: a real int (not a bool) in PostgreSQL's range."""
+    return isinstance(value, int) and not isinstance(value, bool) and _INT4_MIN <= value <= _INT4_MAX
+
+
+# -- canonical JSON ---------------------------------------------------------------------------
+
+def _canonical(value: Any) -> Any:
+    """A JSON-ready copy: keys as strings, tuples as lists, anything else rendered with ``str``.
+
+    Only needed when a mapping's keys are of types that cannot be sorted together.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return _json_default(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    """What JSON cannot hold: a set as a sorted list (str() of a set follows hash
+    randomization, and a retry in a new process must match), anything else as ``str``."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=canonical_json)
+    return str(value)
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, compact separators, values JSON cannot hold rendered with ``str``."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+    except TypeError:  # keys of mixed types cannot be sorted: make them all strings first
+        return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"),
+                          default=_json_default)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def legacy_hash(step: Any) -> str:
+    """jr-checkpoint 0.1's digest (the whole step's canonical JSON): read, never written."""
+    return _sha256(canonical_json(step))
+
+
+def host_hash(task_id: int, step_number: int, step_type: Any, target_file: Any) -> str:
+    """The digest the host's own ``_record_step_result`` writes for a step."""
+    return _sha256(f"{task_id}:{step_number}:{step_type}:{target_file}")
+
+
+# -- what a step is ---------------------------------------------------------------------------
+
+def _args(step: Mapping) -> Mapping:
+    args = step.get("args")
+    return args if isinstance(args, Mapping) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else canonical_json(value)
+
+
+def _squeeze(value: Any) -> str:
+    return " ".join(_text(value).split())
+
+
+def target_file(step: Any) -> Any:
+    """Where the step writes: ``args.path`` (the host's steps), else ``path`` / ``filepath``."""
+    if not isinstance(step, Mapping):
+        return ""
+    for value in (_args(step).get("path"), step.get("path"), step.get("filepath")):
+        if value:
+            return value
+    return ""
+
+
+def step_type(step: Any) -> Any:
+    return step.get("type", "unknown") if isinstance(step, Mapping) else "unknown"
+
+
+def identity(step: Any) -> list:
+    """What decides a step's effect (see the module docstring); raises on a hostile step."""
+    if not isinstance(step, Mapping):
+        return ["json", canonical_json(step)]
+    kind = step.get("type")
+    args = _args(step)
+    if kind == "file":
+        operation = args.get("operation", "write")
+        if operation in ("write", "partial_edit"):
+            operation = "put"
+        return ["file", operation, _text(target_file(step)), _squeeze(args.get("content", ""))]
+    if kind == "search_replace":
+        get = args.get if args else step.get
+        return ["search_replace", _text(target_file(step)), _text(get("search")),
+                _text(get("replace"))]
+    if kind in ("bash", "sql") and "command" in step:
+        return [kind, _text(step["command"]).strip()]
+    return ["json", canonical_json(step)]
+
+
+def digest(step: Any) -> str:
+    """SHA-256 hex of the step's identity: what ``step_content_hash`` holds."""
+    return _sha256(canonical_json([IDENTITY_VERSION, *identity(step)]))
+
+
+# -- numbering: positions in this call's list -------------------------------------------------
 
 class StepSequence:
     """The ``steps`` argument, numbered the way the seed's ``enumerate`` numbers it.
@@ -59,3 +197,96 @@ class StepSequence:
         if self.cursor and items[self.cursor - 1] is step:
             return self.cursor - 1
         return None
+
+
+# -- slots: rows of the ledger ----------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One ``jr_step_rewards`` row as the plan sees it."""
+
+    result: str
+    digest: str | None
+    step_type: Any = None
+    target_file: Any = None
+
+
+class SlotPlan:
+    """Which ledger row (``step_number``) each position of this call's list uses.
+
+    A position takes, in order: a row with its identity (successes first; the k-th
+    occurrence of a step takes the k-th such row); a row the host's own helpers wrote at the
+    same position for the same type and target; a row jr-checkpoint 0.1 wrote at the same
+    position for the same step; else a new row: at its own position when that row is free
+    (absent, or a failure no step of this call claims), otherwise after the last row. A
+    success row is never given to another step.
+    """
+
+    def __init__(self, task_id: int, rows: Mapping[int, Row]):
+        self.task_id = task_id
+        self.rows = dict(rows)
+        self.claimed: dict[int, int] = {}  # slot -> position
+        self.slot_of: dict[int, int] = {}  # position -> slot
+        self.matched: set[int] = set()  # positions whose slot holds their own history
+        self.next_slot = max(self.rows, default=-1) + 1
+        self._candidates: dict[str, list[int]] = {}
+        for slot in sorted(self.rows, key=lambda s: (self.rows[s].result != SUCCESS, s)):
+            row = self.rows[slot]
+            if row.digest:
+                self._candidates.setdefault(row.digest, []).append(slot)
+
+    def _claim(self, position: int, slot: int, matched: bool) -> int:
+        self.claimed[slot] = position
+        self.slot_of[position] = slot
+        if matched:
+            self.matched.add(position)
+        self.next_slot = max(self.next_slot, slot + 1)
+        return slot
+
+    def match(self, position: int, step: Any, step_digest: str) -> bool:
+        """Give ``position`` the row that holds its own history, if there is one."""
+        for slot in self._candidates.get(step_digest, ()):
+            if slot not in self.claimed:
+                self._claim(position, slot, True)
+                return True
+        row = self.rows.get(position)
+        if row is None or position in self.claimed or row.digest is None:
+            return False
+        if row.digest == host_hash(self.task_id, position, row.step_type, row.target_file):
+            # The host's own loop wrote it: its identity is the position, type and target
+            # as that loop computed them (step.get('path', step.get('filepath', ''))).
+            host_target = step.get("path", step.get("filepath", "")) if isinstance(step, Mapping) else ""
+            if row.step_type == step_type(step) and (row.target_file or "") == (host_target or ""):
+                self._claim(position, position, True)
+                return True
+            return False
+        if row.digest == legacy_hash(step):
+            self._claim(position, position, True)
+            return True
+        return False
+
+    def slot(self, position: int) -> int:
+        """The row ``position`` records into (a new one when it has none yet)."""
+        slot = self.slot_of.get(position)
+        if slot is not None:
+            return slot
+        row = self.rows.get(position)
+        if position not in self.claimed and (row is None or row.result != SUCCESS):
+            return self._claim(position, position, False)
+        return self._claim(position, self.next_slot, False)
+
+    def succeeded(self, position: int) -> bool:
+        """True when ``position``'s own history says it succeeded."""
+        if position not in self.matched:
+            return False
+        row = self.rows.get(self.slot_of[position])
+        return row is not None and row.result == SUCCESS
+
+    def record(self, position: int, result: str, step_digest: str | None) -> None:
+        self.rows[self.slot(position)] = Row(result, step_digest)
+        self.matched.add(position)
+
+
+__all__ = ["ERROR", "FAILED", "SUCCESS", "Row", "SlotPlan", "StepSequence", "canonical_json",
+           "digest", "host_hash", "identity", "is_task_id", "legacy_hash", "step_type",
+           "target_file"]

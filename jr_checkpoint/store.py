@@ -2,82 +2,59 @@
 
 A :class:`CheckpointStore` owns one lazily opened connection in autocommit mode, so each
 statement is its own transaction and an error can never leave the connection in an aborted
-transaction. Every operation is one statement, so one round trip. The connection is shared
-between threads behind a lock, reopened after the server dropped it, and never reused in a
-forked child.
+transaction. Every operation is one statement, so one round trip, and none relies on session
+state (no advisory lock, no ``PREPARE``): it works the same through PgBouncer in
+transaction mode. The connection is shared between threads behind a lock, reopened after the
+server dropped it, and never reused in a forked child.
+
+**Who runs a task.** A worker takes a task's *lease* (``jr_checkpoint_begin``): a random
+owner token and an expiry, kept in the checkpoint row's ``checkpoint_data``. Every record
+checks the owner on the locked checkpoint row (``jr_checkpoint_record_step``), so a worker
+that lost the task writes nothing and is told (:class:`TaskOwnershipLost`). A keeper thread
+renews the leases this process holds, so a step may run for longer than the lease. A worker
+that died gives its task up when its lease expires, or at once to a worker on the same host,
+which can see that the owner's process is gone.
+
+**Outages.** A dropped connection, however psycopg2 reports it, is reopened and the
+statement sent again (each is idempotent) until ``outage`` seconds have passed; only then
+does the call fail with :class:`DatabaseUnavailable`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
-import psycopg2.errors
 
+from . import db
 from . import dsn as dsn_module
-from .errors import CheckpointError, DatabaseUnavailable, SchemaMissing, StoreError
-from .sql import QUERIES, prepared
+from .errors import DatabaseUnavailable, StoreError, TaskOwnershipLost
+from .log import emit
+from .sql import QUERIES
 
 logger = logging.getLogger(__name__)
 
-#: First key of every advisory lock this package takes; the second is the task id.
+#: First key of the advisory lock that serializes migrations (transaction-scoped).
 LOCK_NAMESPACE = 0x6A72636B  # "jrck"
 
-SUCCESS, FAILED, ERROR = "success", "failed", "error"
+#: How long a task stays taken after its owner last renewed it.
+DEFAULT_LEASE = 30.0
+#: How long a dropped connection is retried before the call goes on unchecked.
+DEFAULT_OUTAGE = 10.0
 
 MAX_TEXT_BYTES = 8 * 1024
 _STEP_TYPE_CHARS = 50  # VARCHAR(50) in the seed's schema
 _INT4_MAX = 2**31 - 1
 _TRUNCATED = "\n...[truncated by jr-checkpoint]"
-
-#: Statements sent once per step: parsed and planned once per connection, not once per step.
-PREPARED = {name: prepared(QUERIES[name]) for name in ("record_step",)}
-
-
-def _canonical(value: Any) -> Any:
-    """A JSON-ready copy: keys as strings, tuples as lists, anything else rendered with ``str``.
-
-    Only needed when a mapping's keys are of types that cannot be sorted together.
-    """
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return _json_default(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def _json_default(value: Any) -> Any:
-    """What JSON cannot hold: a set as a sorted list (str() of a set follows hash
-    randomization, and a retry in a new process must match), anything else as ``str``."""
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=canonical_json)
-    return str(value)
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, compact separators, values JSON cannot hold rendered with ``str``."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
-    except TypeError:  # keys of mixed types cannot be sorted: make them all strings first
-        return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"),
-                          default=_json_default)
-
-
-def content_hash(step: Any) -> str:
-    """SHA-256 hex of the step's canonical JSON (sorted keys, compact separators)."""
-    return hashlib.sha256(canonical_json(step).encode("utf-8")).hexdigest()
 
 
 def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
@@ -93,9 +70,34 @@ def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
     return data[:keep].decode("utf-8", errors="ignore") + _TRUNCATED
 
 
-def is_task_id(value: Any) -> bool:
-    """The seed's column is INTEGER: a real int (not a bool) in PostgreSQL's range."""
-    return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value <= _INT4_MAX
+# -- the owner's process, so a worker on the same host can tell that it died ----------------
+
+def _process_identity(pid: int) -> str | None:
+    """boot id + start time of ``pid`` (Linux): unique across pid reuse; None elsewhere."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+        start = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after "comm"
+        return f"{boot}:{start}"
+    except (OSError, IndexError):
+        return None
+
+
+def holder_identity() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "proc": _process_identity(pid)}
+
+
+def holder_is_dead(holder: Any) -> bool:
+    """True only when ``holder`` ran on this host and its process no longer exists."""
+    if not isinstance(holder, Mapping) or holder.get("host") != socket.gethostname():
+        return False
+    pid, proc = holder.get("pid"), holder.get("proc")
+    if not isinstance(pid, int) or not proc or _process_identity(os.getpid()) is None:
+        return False  # cannot tell here
+    return _process_identity(pid) != proc
 
 
 @dataclass(frozen=True)
@@ -103,22 +105,26 @@ class StepRecord:
     step_number: int
     execution_result: str
     content_hash: str | None
+    step_type: str | None = None
+    target_file: str | None = None
 
 
 @dataclass
 class TaskState:
-    """What the ledger knows about a task when an attempt begins."""
+    """What the ledger knows about a task when an attempt begins, and whose attempt it is."""
 
     attempt: int
     checkpoint: dict[str, Any] | None
     steps: dict[int, StepRecord] = field(default_factory=dict)
+    owner: str | None = None
 
 
 class CheckpointStore:
     """The PostgreSQL ledger behind ``@checkpointed_steps``.
 
     ``dsn`` is anything :func:`jr_checkpoint.dsn.resolve` takes; it is resolved at the first
-    query, so constructing a store never touches the network.
+    query, so constructing a store never touches the network. ``lease``: seconds a task stays
+    taken without renewal; ``outage``: seconds a dropped connection is retried.
     """
 
     def __init__(
@@ -127,22 +133,26 @@ class CheckpointStore:
         *,
         connect_timeout: float = dsn_module.DEFAULT_CONNECT_TIMEOUT,
         host_root: str | os.PathLike | None = None,
+        lease: float = DEFAULT_LEASE,
+        outage: float = DEFAULT_OUTAGE,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
+        if not lease > 0 or not outage >= 0:
+            raise ValueError("lease must be > 0 and outage >= 0 seconds")
         self._dsn = dsn
         self._host_root = host_root
         self._target: dsn_module.Target | None = None
         self.connect_timeout = connect_timeout
+        self.lease = float(lease)
+        self.outage = float(outage)
         self._sleep = sleep
         self._clock = clock
         self._lock = threading.RLock()
         self._conn: Any = None
         self._pid = os.getpid()
-        self._held: set[int] = set()  # tasks whose advisory lock this store holds
         self._orphans: list[Any] = []  # a parent's connections, kept so a child never closes them
-        self._prepared: dict[str, str] = {}  # query name -> prepared statement on this connection
-        self._prepare_count = 0
+        self._keeper: _LeaseKeeper | None = None
         self.round_trips = 0
 
     # -- connection -------------------------------------------------------------------------
@@ -156,170 +166,167 @@ class CheckpointStore:
     def describe(self) -> str:
         return self.target.describe()
 
+    @property
+    def connected(self) -> bool:
+        """True while this store holds an open connection."""
+        return self._conn is not None and not self._conn.closed
+
     def _connection(self):
         if self._pid != os.getpid():
             # A forked child: closing the parent's socket would end the parent's session.
             if self._conn is not None:
                 self._orphans.append(self._conn)
-            self._conn, self._held, self._pid = None, set(), os.getpid()
+            self._conn, self._keeper, self._pid = None, None, os.getpid()
         if self._conn is None or self._conn.closed:
-            reopened = self._conn is not None
-            conn = self.target.connect(self.connect_timeout)
+            self._conn = None
+            extra = {} if "application_name" in self.target.params else {
+                "application_name": f"jr-checkpoint pid {os.getpid()}"}  # for pg_stat_activity
+            conn = self.target.connect(self.connect_timeout, **extra)
             conn.autocommit = True
             self._conn = conn
-            self._prepared.clear()
-            if reopened and self._held:
-                self._retake_locks()
         return self._conn
 
-    def _retake_locks(self) -> None:
-        """The server dropped our session and its advisory locks with it: take them back."""
-        try:
-            with self._conn.cursor() as cur:
-                for task_id in sorted(self._held):
-                    cur.execute(QUERIES["try_lock_task"], self._lock_params(task_id))
-                    if not cur.fetchone()[0]:
-                        logger.warning(
-                            "lost the lock on task %s when the connection dropped; another worker holds it",
-                            task_id,
-                            extra={"action": "lock_lost", "task_id": task_id},
-                        )
-        except psycopg2.Error as exc:  # outside _run's handlers: translate here, never leak psycopg2
-            raise DatabaseUnavailable(
-                f"lost the connection to PostgreSQL at {self.describe()}: {dsn_module.first_line(exc)}"
-            ) from exc
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            try:
+                conn.close()
+            except Exception:  # already broken
+                pass
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid() and not self._conn.closed:
-                self._conn.close()
-            self._conn = None
-            self._held.clear()
-
-    def _run(self, name: str, params: Mapping[str, Any] | None = None, fetch: str = "one"):
-        """Send one named statement; reconnect once if the server had dropped the connection."""
+            keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.stop()
         with self._lock:
-            for retry in (False, True):
-                had_connection = self._conn is not None and not self._conn.closed
-                conn = self._connection()
+            if self._pid == os.getpid():
+                self._drop_connection()
+            self._conn = None
+
+    def _translate(self, exc: BaseException, name: str) -> Exception:
+        """Database errors become the package's in one place: :func:`jr_checkpoint.db.translate`."""
+        if isinstance(exc, DatabaseUnavailable):
+            return exc
+        return db.translate(exc, self.target, name)
+
+    def _run(self, name: str, params: Mapping[str, Any] | None = None, fetch: str = "one",
+             *, patient: bool = False):
+        """Send one named statement. A worker's statements are ``patient``: while the connection
+        keeps dropping, it is reopened and the statement sent again, for up to ``outage``
+        seconds. Others (the command line's) try once."""
+        deadline = self._clock() + self.outage
+        delay, tries = 0.05, 0
+        while True:
+            tries += 1
+            with self._lock:
+                stale = self.connected  # a connection from before may have died since
                 try:
+                    conn = self._connection()
                     with conn.cursor() as cur:
                         self.round_trips += 1
-                        self._execute(cur, name, params)
+                        cur.execute(QUERIES[name], params)
                         if fetch == "one":
                             return cur.fetchone()
                         if fetch == "all":
                             return cur.fetchall()
                         return cur.rowcount
-                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                    if conn.closed and had_connection and not retry:
-                        logger.info("checkpoint connection was dropped; reconnecting")
-                        continue
-                    if conn.closed:
-                        raise DatabaseUnavailable(
-                            f"lost the connection to PostgreSQL at {self.describe()}: "
-                            f"{dsn_module.first_line(exc)}"
-                        ) from exc
-                    raise StoreError(f"{name} failed: {dsn_module.first_line(exc)}") from exc
-                except psycopg2.errors.UndefinedTable as exc:
-                    raise SchemaMissing(
-                        "the checkpoint tables do not exist at "
-                        f"{self.describe()}: run `jr-checkpoint migrate`"
-                    ) from exc
-                except (psycopg2.Error, ValueError) as exc:
-                    # ValueError: psycopg2 refuses some values (NUL bytes) before sending them.
-                    raise StoreError(f"{name} failed: {dsn_module.first_line(exc)}") from exc
-        raise AssertionError("unreachable")
+                except (psycopg2.Error, DatabaseUnavailable) as exc:
+                    error = self._translate(exc, name)
+                    if not isinstance(error, DatabaseUnavailable):
+                        raise error from error.__cause__
+                    self._drop_connection()
+                except ValueError as exc:  # psycopg2 refuses some values (NUL bytes) before sending
+                    raise StoreError(f"{name} failed: {dsn_module.first_line(exc)}") from None
+            if not patient:
+                if stale and tries == 1:
+                    continue  # the server dropped an idle connection: one fresh try
+                raise error from error.__cause__
+            if self._clock() >= deadline:
+                raise error from error.__cause__
+            logger.info("checkpoint connection lost (%s); trying again", error,
+                        extra={"action": "reconnecting"})
+            self._sleep(min(delay, max(0.0, deadline - self._clock())))
+            delay = min(delay * 2, 0.5)
 
-    def _execute(self, cur: Any, name: str, params: Mapping[str, Any] | None) -> None:
-        """Execute a named query; a prepared one is prepared in the same round trip, first time."""
-        if name not in PREPARED:
-            cur.execute(QUERIES[name], params)
-            return
-        body, arguments = PREPARED[name]
-        handle = self._prepared.pop(name, None)  # put back only once it has worked
-        if handle is not None:
-            sql = f"EXECUTE {handle} ({arguments})"
-        else:
-            # PREPARE is not undone by a failed transaction: a fresh name after any failure
-            # never collides with a statement that was prepared before the error.
-            self._prepare_count += 1
-            handle = f"jr_checkpoint_{name}_{self._prepare_count}"
-            sql = f"PREPARE {handle} AS {body};\nEXECUTE {handle} ({arguments})"
-        cur.execute(sql, params)
-        self._prepared[name] = handle
+    # -- who runs a task ----------------------------------------------------------------------
 
-    # -- task lock --------------------------------------------------------------------------
+    def begin_task(self, task_id: int, total_steps: int | None = None, *,
+                   wait: float | None = 0.0) -> TaskState | None:
+        """Take the task, count the attempt and load everything recorded for it.
 
-    @staticmethod
-    def _lock_params(task_id: int) -> dict[str, int]:
-        return {"namespace": LOCK_NAMESPACE, "task_id": task_id}
-
-    def try_lock_task(self, task_id: int) -> bool:
-        """Take the task's advisory lock if nobody, in this process or another, holds it."""
-        with self._lock:
-            if task_id in self._held:
-                return False
-            (locked,) = self._run("try_lock_task", self._lock_params(task_id))
-            if locked:
-                self._held.add(task_id)
-            return bool(locked)
-
-    def lock_task(self, task_id: int, timeout: float | None = 0) -> bool:
-        """Take the task's lock, polling for up to ``timeout`` seconds (``None``: forever).
-
-        Polling, not a blocking ``pg_advisory_lock``, keeps the shared connection free for
-        other threads while this one waits.
+        Waits up to ``wait`` seconds (``None``: for ever) while a live owner holds it, and
+        returns None if it still does. Takes it at once from an owner on this host whose
+        process has died.
         """
-        deadline = None if timeout is None else self._clock() + timeout
-        delay = 0.02
+        owner = uuid.uuid4().hex
+        holder = json.dumps(holder_identity())
+        deadline = None if wait is None else self._clock() + wait
+        delay, takeover = 0.02, owner
         while True:
-            if self.try_lock_task(task_id):
-                return True
+            (answer,) = self._run("begin_task", {
+                "task_id": task_id, "total_steps": total_steps, "owner": owner,
+                "lease": self.lease, "holder": holder, "takeover": takeover}, patient=True)
+            if answer["taken"]:
+                return self._state(answer, owner)
+            current = answer.get("holder") or {}
+            if holder_is_dead(current.get("holder")) and current.get("owner") != takeover:
+                emit(logger, logging.WARNING, "[CHECKPOINT] task %s: its owner (pid %s) died; taking it over",
+                     task_id, current["holder"].get("pid"), action="task_taken_over", task_id=task_id)
+                takeover = current.get("owner")
+                continue
             if deadline is not None and self._clock() >= deadline:
-                return False
+                return None
             pause = delay if deadline is None else min(delay, max(0.0, deadline - self._clock()))
             self._sleep(pause)
             delay = min(delay * 2, 0.5)
 
-    def forget_lock(self, task_id: int) -> None:
-        """Drop a lock that went with a dropped session, so this process may take it again."""
-        with self._lock:
-            self._held.discard(task_id)
+    @staticmethod
+    def _state(answer: Mapping[str, Any], owner: str) -> TaskState:
+        checkpoint = answer.get("checkpoint") or {}
+        records = {row[0]: StepRecord(*row) for row in answer.get("steps") or ()}
+        data = checkpoint.get("checkpoint_data") or {}
+        attempt = data.get("attempts") if isinstance(data, dict) else None
+        return TaskState(attempt if isinstance(attempt, int) else 1, checkpoint, records, owner)
 
-    def finish_task(self, task_id: int, *, completed: bool) -> bool:
-        """Release the task's lock; when ``completed``, also drop its checkpoint row.
+    def release_task(self, task_id: int, owner: str, *, completed: bool, patient: bool = True) -> bool:
+        """Give the task up; when ``completed``, drop its checkpoint row. True if it was dropped."""
+        self.forget_lease(task_id, owner)
+        removed, _ = self._run("release_task", {"task_id": task_id, "owner": owner,
+                                                "completed": completed}, patient=patient)
+        return bool(removed)
 
-        Returns True when a checkpoint row was removed.
-        """
+    def renew(self, task_id: int, owner: str) -> bool:
+        """Push the lease's expiry back; False when ``owner`` no longer owns the task."""
+        return self._run("renew_lease", {"task_id": task_id, "owner": owner, "lease": self.lease},
+                         fetch="none", patient=False) > 0
+
+    def hold(self, task_id: int, owner: str) -> None:
+        """Keep renewing this lease in the background until :meth:`forget_lease`."""
         with self._lock:
-            try:
-                _, removed = self._run(
-                    "finish_task", {**self._lock_params(task_id), "completed": completed}
-                )
-            finally:
-                self._held.discard(task_id)
-            return bool(removed)
+            if self._keeper is None:
+                self._keeper = _LeaseKeeper(self)
+            keeper = self._keeper
+        keeper.add(task_id, owner)
+
+    def forget_lease(self, task_id: int, owner: str) -> None:
+        keeper = self._keeper
+        if keeper is not None:
+            keeper.remove(task_id, owner)
+
+    def lost(self, task_id: int, owner: str) -> bool:
+        """True when a renewal found that another worker owns the task now."""
+        keeper = self._keeper
+        return keeper is not None and keeper.is_lost(task_id, owner)
 
     # -- the ledger -------------------------------------------------------------------------
-
-    def begin_attempt(self, task_id: int, total_steps: int | None = None) -> TaskState:
-        """Count a new attempt and load everything recorded for the task, in one query."""
-        checkpoint, steps = self._run(
-            "begin_attempt", {"task_id": task_id, "total_steps": total_steps}
-        )
-        records = {
-            number: StepRecord(number, result, digest) for number, result, digest in steps or ()
-        }
-        data = (checkpoint or {}).get("checkpoint_data") or {}
-        attempt = data.get("attempts") if isinstance(data, dict) else None
-        return TaskState(attempt if isinstance(attempt, int) else 1, checkpoint, records)
 
     def record_step(
         self,
         task_id: int,
         step_number: int,
         *,
+        owner: str,
         execution_result: str,
         step_type: Any = "unknown",
         target_file: Any = "",
@@ -328,29 +335,26 @@ class CheckpointStore:
         error_detail: Any = None,
         last_completed_step: int = -1,
         total_steps: int | None = None,
-        checkpoint_data: Mapping[str, Any] | None = None,
+        resume_at: int = 0,
+        patient: bool = True,
     ) -> None:
-        """Upsert one step's outcome and move the task's checkpoint, in one statement."""
+        """Record one step's outcome and move the checkpoint, in one statement, as ``owner``.
+
+        Raises :class:`TaskOwnershipLost` (and writes nothing) when ``owner`` lost the task.
+        """
         if execution_time_ms is not None:
             execution_time_ms = max(0, min(int(execution_time_ms), _INT4_MAX))
         step_type = bound_text(step_type)
-        self._run(
-            "record_step",
-            {
-                "task_id": task_id,
-                "step_number": step_number,
-                "step_type": step_type[:_STEP_TYPE_CHARS] if step_type is not None else None,
-                "target_file": bound_text(target_file),
-                "content_hash": content_hash,
-                "execution_result": execution_result,
-                "execution_time_ms": execution_time_ms,
-                "error_detail": bound_text(error_detail),
-                "last_completed_step": last_completed_step,
-                "total_steps": total_steps,
-                "checkpoint_data": _json(checkpoint_data),
-            },
-            fetch="none",
-        )
+        (recorded,) = self._run("record_step", {
+            "task_id": task_id, "owner": owner, "step_number": step_number,
+            "step_type": step_type[:_STEP_TYPE_CHARS] if step_type is not None else None,
+            "target_file": bound_text(target_file), "content_hash": content_hash,
+            "execution_result": execution_result, "execution_time_ms": execution_time_ms,
+            "error_detail": bound_text(error_detail), "last_completed_step": last_completed_step,
+            "total_steps": total_steps, "resume_at": resume_at, "lease": self.lease,
+        }, patient=patient)
+        if not recorded:
+            raise TaskOwnershipLost(f"task {task_id}: another worker took it over; stopping")
 
     def load_task(self, task_id: int) -> dict[str, Any] | None:
         """Everything recorded for a task, in one query; None when nothing is."""
@@ -367,7 +371,7 @@ class CheckpointStore:
         steps, checkpoints = self._run("forget_task", {"task_id": task_id})
         return int(steps), int(checkpoints)
 
-    # -- the seed's Step 3 trio, same semantics -----------------------------------------------
+    # -- the seed's Step 3 trio, same semantics (the queue client's methods call these) -----
 
     def save_checkpoint(
         self,
@@ -378,27 +382,24 @@ class CheckpointStore:
     ) -> bool:
         """Save a checkpoint for a task so it can resume on retry; False if it failed."""
         try:
-            self._run(
-                "save_checkpoint",
-                {
-                    "task_id": task_id,
-                    "last_completed_step": last_completed_step,
-                    "total_steps": total_steps,
-                    "checkpoint_data": _json(checkpoint_data) if checkpoint_data else None,
-                },
-                fetch="none",
-            )
+            self._run("save_checkpoint", {
+                "task_id": task_id, "last_completed_step": last_completed_step,
+                "total_steps": total_steps,
+                "checkpoint_data": _json(checkpoint_data) if checkpoint_data else None,
+            }, fetch="none")
             return True
-        except CheckpointError as exc:
-            logger.warning("[JrQueue] Failed to save checkpoint for task %s: %s", task_id, exc)
+        except Exception as exc:
+            emit(logger, logging.WARNING, "[JrQueue] Failed to save checkpoint for task %s: %s",
+                 task_id, exc, action="save_checkpoint_failed")
             return False
 
     def get_last_checkpoint(self, task_id: int) -> dict | None:
         """The task's last checkpoint (last_completed_step, total_steps, checkpoint_data)."""
         try:
             row = self._run("get_last_checkpoint", {"task_id": task_id})
-        except CheckpointError as exc:
-            logger.warning("[JrQueue] Failed to get checkpoint for task %s: %s", task_id, exc)
+        except Exception as exc:
+            emit(logger, logging.WARNING, "[JrQueue] Failed to get checkpoint for task %s: %s",
+                 task_id, exc, action="get_checkpoint_failed")
             return None
         if row is None:
             return None
@@ -409,24 +410,75 @@ class CheckpointStore:
         try:
             self._run("cleanup_checkpoints", {"task_id": task_id}, fetch="none")
             return True
-        except CheckpointError as exc:
-            logger.warning("[JrQueue] Failed to cleanup checkpoints for task %s: %s", task_id, exc)
+        except Exception as exc:
+            emit(logger, logging.WARNING, "[JrQueue] Failed to cleanup checkpoints for task %s: %s",
+                 task_id, exc, action="cleanup_checkpoints_failed")
             return False
 
 
+class _LeaseKeeper:
+    """One daemon thread per store: renews the leases it holds every third of a lease."""
+
+    def __init__(self, store: CheckpointStore):
+        self.store = store
+        self.leases: dict[tuple[int, str], bool] = {}  # (task, owner) -> lost
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, name="jr-checkpoint-lease", daemon=True)
+        self.thread.start()
+
+    def add(self, task_id: int, owner: str) -> None:
+        with self.lock:
+            self.leases[(task_id, owner)] = False
+
+    def remove(self, task_id: int, owner: str) -> None:
+        with self.lock:
+            self.leases.pop((task_id, owner), None)
+
+    def is_lost(self, task_id: int, owner: str) -> bool:
+        with self.lock:
+            return self.leases.get((task_id, owner), False)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.wake.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self.wake.wait(self.store.lease / 3):
+            with self.lock:
+                held = [key for key, lost in self.leases.items() if not lost]
+            for task_id, owner in held:
+                try:
+                    kept = self.store.renew(task_id, owner)
+                except Exception:  # down for now: the next tick tries again
+                    continue
+                if not kept:
+                    with self.lock:
+                        if (task_id, owner) in self.leases:
+                            self.leases[(task_id, owner)] = True
+        self.wake.clear()
+
+
 def _json(value: Mapping[str, Any] | None) -> str | None:
-    return None if value is None else canonical_json(value)
+    """The one JSON encoding of checkpoint_data (sorted keys when they sort)."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    except TypeError:  # keys of mixed types
+        return json.dumps(value, separators=(",", ":"), default=str)
 
 
 __all__ = [
+    "DEFAULT_LEASE",
+    "DEFAULT_OUTAGE",
     "CheckpointStore",
-    "ERROR",
-    "FAILED",
     "LOCK_NAMESPACE",
-    "SUCCESS",
     "StepRecord",
     "TaskState",
     "bound_text",
-    "content_hash",
-    "is_task_id",
+    "holder_is_dead",
 ]

@@ -1,4 +1,5 @@
-"""The SQL the package sends: ``schema.sql``, the named queries of ``queries.sql`` and ``reports.sql``.
+"""The SQL the package sends: ``schema.sql``, the named queries of ``queries.sql``, ``reports.sql``
+and ``admin.sql``.
 
 All are read once, at import, with :mod:`importlib.resources`, so they travel inside a wheel.
 """
@@ -35,25 +36,6 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
-_PARAMETER = re.compile(r"%\((\w+)\)s")
-
-
-def prepared(sql: str) -> tuple[str, str]:
-    """A named-parameter statement as ``PREPARE`` wants it, and the argument list for ``EXECUTE``.
-
-    ``... %(a)s ... %(b)s ... %(a)s`` becomes ``... $1 ... $2 ... $1`` and ``%(a)s, %(b)s``.
-    """
-    names: list[str] = []
-
-    def number(match: re.Match) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    body = _PARAMETER.sub(number, sql).rstrip().rstrip(";")
-    return body, ", ".join(f"%({name})s" for name in names)
-
-
 def _pg_type(sql_type: str) -> str:
     match = re.fullmatch(r"VARCHAR\((\d+)\)", sql_type)
     if match:
@@ -77,6 +59,8 @@ def expected_columns(schema: str) -> dict[str, dict[str, str]]:
 
 
 SCHEMA = read("schema.sql")
+FUNCTIONS = read("functions.sql")  # created by the migration after the seed's tables
 QUERIES = parse_queries(read("queries.sql"))
 REPORTS = parse_queries(read("reports.sql"))  # the command line's reports, prune, demo
+ADMIN = parse_queries(read("admin.sql"))  # what `migrate --check` asks about the role
 TABLES = expected_columns(SCHEMA)

@@ -16,7 +16,8 @@ from .. import reports
 from ..dsn import Target
 from ..errors import ConfigurationError
 from ..sql import REPORTS
-from ..store import LOCK_NAMESPACE, CheckpointStore, is_task_id
+from ..steps import is_task_id
+from ..store import LOCK_NAMESPACE, CheckpointStore
 
 STATES = ("running", "unfinished", "finished", "exhausted")
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "all": None}

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, render_template, request
 
 from ..dsn import Target
 from ..errors import CheckpointError, ConfigurationError, DatabaseUnavailable, SchemaMissing
-from ..store import is_task_id
+from ..steps import is_task_id
 from . import charts, ledger
 
 logger = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ FLAKY = [{"type": "write", "path": "a.txt", "content": "a"},
 
 
 @pytest.fixture
-def make_executor(host_path, tmp_path):
+def make_executor(tmp_path):
     """make_executor(task_id, **options): the stand-in's TaskExecutor, checkpointed with options."""
-    from jr_executor.task_executor import TaskExecutor
+    from tests.fakes import FileExecutor as TaskExecutor
 
     def make(task_id, **options):
         class Checkpointed(TaskExecutor):
@@ -61,7 +61,7 @@ def test_the_attempt_after_the_last_escalates_instead_of_running(make_executor, 
 
     other = CheckpointStore(dsn)  # the lock was released
     try:
-        assert other.try_lock_task(11)
+        assert other.begin_task(11, wait=0) is not None
     finally:
         other.close()
 
@@ -100,8 +100,9 @@ def test_a_task_that_finishes_starts_counting_again(make_executor, store, tmp_pa
 
 
 def test_attempts_that_crashed_count_too(make_executor, store):
-    for _ in range(2):  # two attempts that died before recording anything
-        store.begin_attempt(15, 2)
+    for _ in range(2):  # two attempts that ended before recording anything
+        state = store.begin_task(15, 2)
+        store.release_task(15, state.owner, completed=False)
     executor = make_executor(15, store=store, max_attempts=2)
     with pytest.raises(TaskExhaustedError):
         executor.execute_steps(FLAKY)
@@ -120,7 +121,7 @@ def test_a_failing_on_exhausted_is_still_exhausted_and_runs_no_step(make_executo
     assert executor.executed == []
     other = CheckpointStore(dsn)
     try:
-        assert other.try_lock_task(16)  # released all the same
+        assert other.begin_task(16, wait=0) is not None  # released all the same
     finally:
         other.close()
 
@@ -152,28 +153,52 @@ def dead_letter(dsn):
     return to_dead_letters
 
 
-def test_exhausted_tasks_go_to_a_dead_letter_table_through_install(host_path, dsn, tmp_path):
+FLAKY_INSTRUCTION = """# Jr Instruction: config
+
+Create `a.txt`:
+
+```text
+a
+```
+
+File: `config.txt`
+
+```text
+<<<<<<< SEARCH
+old
+=======
+new
+>>>>>>> REPLACE
+```
+"""
+
+
+def test_exhausted_tasks_go_to_a_dead_letter_table_through_install(host_db, tmp_path):
+    """The README's example on the host stand-in: install(), then the worker's own call."""
+    dsn = host_db
     query(dsn, DEAD_LETTERS)
     (tmp_path / "config.txt").write_text("nothing to replace yet\n")
-    jr_checkpoint.install(dsn, max_attempts=2, on_exhausted=dead_letter(dsn))
+    jr_checkpoint.install(max_attempts=2, on_exhausted=dead_letter(dsn))
     try:
-        from jr_executor.task_executor import TaskExecutor
+        from task_executor import TaskExecutor
 
         def attempt():
-            executor = TaskExecutor(tmp_path)
-            executor._current_task_id = 21
-            return executor.execute_steps(FLAKY)
+            task = {"id": 21, "task_id": "JR-21", "title": "config",
+                    "instruction_content": FLAKY_INSTRUCTION}
+            return TaskExecutor().process_queue_task(task)
 
-        attempt()
-        attempt()
+        assert not attempt()["success"]
+        assert not attempt()["success"]
         assert query(dsn, "SELECT count(*) FROM jr_dead_letters") == [(0,)]
-        with pytest.raises(TaskExhaustedError):
-            attempt()
-        with pytest.raises(TaskExhaustedError):
-            attempt()
+        # The host turns the exception into its error result: no step runs, the worker fails it.
+        for _ in range(2):
+            third = attempt()
+            assert not third["success"]
+            assert "unfinished after 2 attempt(s)" in third["error"]
+            assert third["steps_executed"] == []
     finally:
         jr_checkpoint.uninstall()
     ((task_id, checkpoint),) = query(dsn, "SELECT task_id, checkpoint FROM jr_dead_letters")
     assert task_id == 21
     assert checkpoint["checkpoint_data"]["attempts"] == 4
-    assert checkpoint["last_completed_step"] == 0
+    assert checkpoint["last_completed_step"] == -1

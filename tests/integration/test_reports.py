@@ -8,13 +8,13 @@ import pytest
 
 from jr_checkpoint import CheckpointStore, checkpointed_steps, cli, reports
 from jr_checkpoint.dsn import resolve
-from tests.conftest import query
+from tests.conftest import query, record_row
 
 
 @pytest.fixture
-def executor(host_path, store, tmp_path):
+def executor(store, tmp_path):
     """The host stand-in's TaskExecutor, checkpointed on the test's database."""
-    from jr_executor.task_executor import TaskExecutor
+    from tests.fakes import FileExecutor as TaskExecutor
 
     class Checkpointed(TaskExecutor):
         execute_steps = checkpointed_steps(store=store)(TaskExecutor.execute_steps)
@@ -29,9 +29,9 @@ def executor(host_path, store, tmp_path):
 
 def record(store, task_id, number, result="success", step_type="write", ms=1, target="a.txt",
            error=None):
-    store.record_step(task_id, number, execution_result=result, step_type=step_type,
-                      target_file=target, execution_time_ms=ms, error_detail=error,
-                      last_completed_step=number if result == "success" else number - 1)
+    record_row(store, task_id, number, execution_result=result, step_type=step_type,
+               target_file=target, execution_time_ms=ms, error_detail=error,
+               last_completed_step=number if result == "success" else number - 1)
 
 
 def age(dsn, task_id, days, column="updated_at"):
@@ -169,7 +169,7 @@ def test_reset_of_an_unknown_task_exits_1(dsn, capsys):
 def test_reset_refuses_a_task_another_worker_is_running(store, dsn, capsys):
     record(store, 9, 0)
     worker = CheckpointStore(dsn)
-    assert worker.try_lock_task(9)
+    assert worker.begin_task(9, wait=0) is not None
     try:
         assert run(["reset", "9", "--yes"], dsn) == 2
         assert "being run by another worker" in capsys.readouterr().err
@@ -221,8 +221,9 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(dsn):
 
     store = CheckpointStore(dsn)
     try:
+        owner = store.begin_task(31).owner
         for number in range(1500):
-            store.record_step(31, number, execution_result="success", target_file="f" * 40)
+            store.record_step(31, number, owner=owner, execution_result="success", target_file="f" * 40)
     finally:
         store.close()
     command = f"'{sys.executable}' -m jr_checkpoint status 31 --json --dsn '{dsn}' | head -c 20"

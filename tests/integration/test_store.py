@@ -10,11 +10,11 @@ import pytest
 from jr_checkpoint import schema
 from jr_checkpoint.dsn import resolve
 from jr_checkpoint.errors import SchemaMissing, StoreError
+from jr_checkpoint.steps import digest as content_hash
 from jr_checkpoint.store import (
     MAX_TEXT_BYTES,
     CheckpointStore,
     StepRecord,
-    content_hash,
 )
 from tests.conftest import query
 
@@ -93,7 +93,8 @@ def test_begin_attempt_loads_the_task_in_one_round_trip(store, dsn):
     state = store.begin_attempt(7, total_steps=4)
     assert store.round_trips - before == 1
     assert state.attempt == 1
-    assert state.steps == {0: StepRecord(0, "success", "h0"), 1: StepRecord(1, "failed", "h1")}
+    assert state.steps == {0: StepRecord(0, "success", "h0", "unknown", ""),
+                           1: StepRecord(1, "failed", "h1", "unknown", "")}
     assert state.checkpoint == {"last_completed_step": 0, "total_steps": 4,
                                 "checkpoint_data": {"attempts": 1}}
 

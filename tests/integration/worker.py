@@ -2,7 +2,7 @@
 
     python worker.py DSN TASK_ID WORKDIR STEPS_JSON [WAIT_SECONDS]
 
-Installs jr-checkpoint, imports the host stand-in, runs the steps, prints the results as
+Installs jr-checkpoint on tests.fakes.FileExecutor, runs the steps, prints the results as
 JSON. Exit status 3 when another worker holds the task.
 """
 
@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jr_checkpoint  # noqa: E402
 
@@ -20,10 +20,10 @@ def main() -> int:
     dsn, task_id, workdir, steps_file = sys.argv[1:5]
     wait = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    jr_checkpoint.install(dsn, wait=wait)
-    from jr_executor.task_executor import TaskExecutor
+    jr_checkpoint.install(dsn, wait=wait, target="tests.fakes:FileExecutor.execute_steps")
+    from tests.fakes import FileExecutor
 
-    executor = TaskExecutor(workdir)
+    executor = FileExecutor(workdir)
     executor._current_task_id = int(task_id)
     steps = json.loads(Path(steps_file).read_text())
     try:

@@ -10,79 +10,8 @@ import pytest
 from jr_checkpoint import TaskExhaustedError, TaskLockedError, checkpointed_steps
 from jr_checkpoint.decorator import unhook_execute
 from jr_checkpoint.errors import DatabaseUnavailable, StoreError
-from jr_checkpoint.store import StepRecord, TaskState, content_hash
-
-
-class FakeStore:
-    """The part of CheckpointStore the decorator uses, in memory, counting calls."""
-
-    def __init__(self):
-        self.rows: dict[tuple[int, int], dict] = {}
-        self.checkpoints: dict[int, dict] = {}
-        self.held: set[int] = set()
-        self.calls: list[str] = []
-        self.lock = threading.Lock()
-
-    def lock_task(self, task_id, timeout=0):
-        with self.lock:
-            self.calls.append("lock")
-            if task_id in self.held:
-                return False
-            self.held.add(task_id)
-            return True
-
-    def begin_attempt(self, task_id, total_steps=None):
-        self.calls.append("begin")
-        cp = self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 0}})
-        cp["checkpoint_data"]["attempts"] += 1
-        steps = {n: StepRecord(n, r["execution_result"], r["content_hash"])
-                 for (t, n), r in self.rows.items() if t == task_id}
-        return TaskState(cp["checkpoint_data"]["attempts"], dict(cp), steps)
-
-    def record_step(self, task_id, step_number, **fields):
-        self.calls.append("record")
-        self.rows[(task_id, step_number)] = fields
-        self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 1}})
-        self.checkpoints[task_id]["last_completed_step"] = fields["last_completed_step"]
-
-    def finish_task(self, task_id, *, completed):
-        self.calls.append("finish")
-        self.held.discard(task_id)
-        if completed:
-            return self.checkpoints.pop(task_id, None) is not None
-        return False
-
-    def forget_lock(self, task_id):
-        self.held.discard(task_id)
-
-    def results(self, task_id):
-        return {n: r["execution_result"] for (t, n), r in sorted(self.rows.items()) if t == task_id}
-
-
-class Executor:
-    """A minimal host: execute() logs what it ran; steps say whether they succeed."""
-
-    def __init__(self, task_id=1):
-        self._current_task_id = task_id
-        self.ran = []
-
-    def execute(self, step):
-        self.ran.append(step)
-        if isinstance(step, dict) and step.get("raise"):
-            raise ValueError(step["raise"])
-        if isinstance(step, dict) and "result" in step:
-            return step["result"]
-        return {"success": not (isinstance(step, dict) and step.get("fail"))}
-
-    def execute_steps(self, steps, saga_tx=None):
-        """Run the steps in order."""
-        results = []
-        for step in steps:
-            result = self.execute(step)
-            results.append(result)
-            if not result.get("success"):
-                break
-        return results
+from jr_checkpoint.steps import digest as content_hash
+from tests.fakes import Executor, FakeStore
 
 
 @pytest.fixture
@@ -125,7 +54,7 @@ def test_records_each_step_and_cleans_up_a_finished_task(make, store):
     assert store.results(1) == {0: "success", 1: "success", 2: "success"}
     assert store.rows[(1, 2)]["content_hash"] == content_hash({"n": 2})
     assert 1 not in store.checkpoints  # every step a success: checkpoint row removed
-    assert store.calls == ["lock", "begin", "record", "record", "record", "finish"]
+    assert store.calls == ["begin", "hold", "record", "record", "record", "release"]
 
 
 def test_retry_skips_what_succeeded_and_runs_the_rest(make, store, caplog):
@@ -146,14 +75,16 @@ def test_retry_skips_what_succeeded_and_runs_the_rest(make, store, caplog):
     assert store.calls.count("record") == 3 + 2  # none for the skipped steps
 
 
-def test_a_changed_step_runs_again(make, store, caplog):
+def test_a_changed_step_runs_again_in_a_row_of_its_own(make, store):
     cls = make()
     cls().execute_steps([{"n": 0}, {"n": 1, "fail": True}])
     again = cls()
-    with caplog.at_level(logging.INFO, logger="jr_checkpoint"):
-        again.execute_steps([{"n": 0, "edited": True}, {"n": 1}])
+    again.execute_steps([{"n": 0, "edited": True}, {"n": 1}])
     assert again.ran == [{"n": 0, "edited": True}, {"n": 1}]
-    assert any("Step 0 changed since it succeeded" in m for m in caplog.messages)
+    # The old step's success stays where it was; the edited step is recorded after it.
+    assert store.rows[(1, 0)]["content_hash"] == content_hash({"n": 0})
+    assert store.rows[(1, 2)]["content_hash"] == content_hash({"n": 0, "edited": True})
+    assert store.results(1) == {0: "success", 1: "success", 2: "success"}
 
 
 def test_same_object_twice_gets_two_numbers(make, store):
@@ -217,7 +148,7 @@ def test_nested_call_for_the_same_task_is_recorded_once_by_the_outer_call(store)
     executor.execute_steps([{"n": 0}, {"n": 1, "sub": [{"inner": 0}, {"inner": 1}]}, {"n": 2}])
     assert store.results(1) == {0: "success", 1: "success", 2: "success"}
     assert {"inner": 0} in executor.ran and {"inner": 1} in executor.ran
-    assert store.calls.count("lock") == 1
+    assert store.calls.count("begin") == 1
 
 
 def test_threads_running_different_tasks_do_not_mix(make, store):
@@ -273,7 +204,7 @@ def test_a_raising_step_is_recorded_as_error_and_the_same_exception_propagates(m
     assert str(caught.value) == "x" * 100
     assert store.results(1) == {0: "success", 1: "error"}
     assert store.rows[(1, 1)]["error_detail"] == "ValueError: " + "x" * 100
-    assert store.calls[-1] == "finish" and 1 in store.checkpoints
+    assert store.calls[-1] == "release" and 1 in store.checkpoints
 
 
 def test_step_and_result_oddities_are_recorded_not_fatal(make, store):
@@ -292,7 +223,7 @@ def test_step_and_result_oddities_are_recorded_not_fatal(make, store):
 
 
 def test_database_down_at_start_runs_unchecked_with_one_attempt(make, store, mocker, caplog):
-    lock = mocker.patch.object(store, "lock_task", side_effect=DatabaseUnavailable("down"))
+    lock = mocker.patch.object(store, "begin_task", side_effect=DatabaseUnavailable("down"))
     record = mocker.spy(store, "record_step")
     executor = make()()
     undecorated = Executor().execute_steps([{"n": 0}, {"n": 1, "fail": True}])
@@ -303,18 +234,18 @@ def test_database_down_at_start_runs_unchecked_with_one_attempt(make, store, moc
 
 
 def test_a_failed_record_never_fails_the_step_and_stops_further_queries(make, store, mocker):
-    mocker.patch.object(store, "record_step", side_effect=DatabaseUnavailable("gone"))
-    finish = mocker.spy(store, "finish_task")
+    mocker.patch.object(store, "record_step", side_effect=StoreError("permission denied"))
+    release = mocker.spy(store, "release_task")
     executor = make()()
     assert executor.execute_steps([{"n": 0}, {"n": 1}, {"n": 2}]) == [{"success": True}] * 3
     assert store.record_step.call_count == 1  # degraded after the first failure
-    assert finish.call_count == 0 and 1 not in store.held  # the lock went with the session
+    assert release.call_count == 1 and release.call_args.kwargs["completed"] is False
 
 
 def test_a_query_error_still_releases_the_lock(make, store, mocker):
     mocker.patch.object(store, "record_step", side_effect=StoreError("bad value"))
     make()().execute_steps([{"n": 0}])
-    assert store.calls[-1] == "finish" and 1 not in store.held
+    assert store.calls[-1] == "release" and 1 not in store.held
     assert 1 in store.checkpoints  # not marked complete: nothing was recorded
 
 
@@ -387,9 +318,9 @@ def test_last_completed_step_is_the_end_of_the_unbroken_run_of_successes(store):
     marks = []
     original = store.record_step
 
-    def spy(task_id, number, **fields):
-        marks.append((number, fields["last_completed_step"], fields["checkpoint_data"]["resume_at"]))
-        original(task_id, number, **fields)
+    def spy(task_id, step_number, **fields):
+        marks.append((step_number, fields["last_completed_step"], fields["resume_at"]))
+        original(task_id, step_number, **fields)
 
     store.record_step = spy
     Host().execute_steps([{"i": 0}, {"i": 1, "fail": True}, {"i": 2}])
@@ -411,3 +342,144 @@ def test_a_changed_step_the_host_never_reached_keeps_the_task_unfinished(store):
     assert 1 in store.checkpoints  # not complete: step 1's recorded success is for other content
     Host().execute_steps([{"i": 0}, {"i": 1}])  # step 1 as recorded, skipped
     assert 1 not in store.checkpoints
+
+
+# -- ownership, outages and hostile input ------------------------------------------------------
+
+def test_a_worker_that_lost_the_task_stops_before_its_next_step(make, store):
+    from jr_checkpoint import TaskLockedError, TaskOwnershipLost
+
+    class Host(Executor):
+        def execute(self, step):
+            if step.get("n") == 1:
+                store.taken_over.add(1)  # another worker takes the task during step 1
+            return super().execute(step)
+
+    decorated = type("D", (Host,), {"execute_steps": checkpointed_steps(Host.execute_steps, store=store)})
+    executor = decorated()
+    with pytest.raises(TaskOwnershipLost) as caught:
+        executor.execute_steps([{"n": 0}, {"n": 1}, {"n": 2}])
+    assert isinstance(caught.value, TaskLockedError)  # a host that catches TaskLockedError sees it
+    assert executor.ran == [{"n": 0}, {"n": 1}]  # step 2 never ran
+    assert store.results(1) == {0: "success"}  # step 1's record was refused
+
+
+def test_a_renewal_that_found_the_task_taken_stops_the_worker_before_the_next_step(make, store, mocker):
+    from jr_checkpoint import TaskOwnershipLost
+
+    executor = make()()
+    mocker.patch.object(store, "lost", side_effect=lambda task_id, owner: len(executor.ran) >= 1)
+    with pytest.raises(TaskOwnershipLost, match="stopping before step 1"):
+        executor.execute_steps([{"n": 0}, {"n": 1}])
+    assert executor.ran == [{"n": 0}]
+
+
+def test_an_unreachable_ledger_still_skips_what_it_loaded_and_keeps_the_records(make, store, mocker,
+                                                                                 caplog):
+    cls = make()
+    cls().execute_steps([{"n": 0}, {"n": 1, "fail": True}, {"n": 2}])
+    down = mocker.patch.object(store, "record_step", side_effect=DatabaseUnavailable("restarting"))
+    again = cls()
+    again.execute_steps([{"n": 0}, {"n": 1}, {"n": 2}])
+    assert again.ran == [{"n": 1}, {"n": 2}]  # step 0 is known to have succeeded
+    assert down.call_count >= 1
+    assert sum("running the rest unchecked" in m for m in caplog.messages) == 1
+    assert any("could not be written" in m for m in caplog.messages)
+
+
+def test_records_kept_during_an_outage_are_written_when_the_ledger_answers(make, store, mocker):
+    cls = make()
+    real = store.record_step
+    answers = iter([DatabaseUnavailable("restarting")])
+
+    def flaky(*args, **kwargs):
+        error = next(answers, None)
+        if error:
+            raise error
+        return real(*args, **kwargs)
+
+    mocker.patch.object(store, "record_step", side_effect=flaky)
+    from jr_checkpoint import decorator
+
+    mocker.patch.object(decorator._Run, "FLUSH_EVERY", 0.0)
+    cls().execute_steps([{"n": 0}, {"n": 1}, {"n": 2}])
+    assert store.results(1) == {0: "success", 1: "success", 2: "success"}
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no str for you")
+
+
+@pytest.mark.parametrize("kind", ["cycle", "deep", "str"])
+def test_a_step_whose_identity_cannot_be_computed_runs_unchecked_with_one_warning(make, store, caplog, kind):
+    if kind == "cycle":
+        step = {"n": 9}
+        step["self"] = step
+    elif kind == "deep":
+        step = {"n": 9}
+        for _ in range(5000):
+            step = {"inner": step}
+    else:
+        class Bad:
+            def __str__(self):
+                raise RuntimeError("no")
+        step = {"when": Bad()}
+    executor = make()()
+    results = executor.execute_steps([{"n": 0}, step, step, {"n": 2}])
+    assert results == [{"success": True}] * 4
+    assert len(executor.ran) == 4
+    assert store.results(1) == {0: "success", 3: "success"}  # the hostile steps are not recorded
+    assert sum("cannot be identified" in m for m in caplog.messages) == 1
+
+
+def test_an_exception_whose_str_raises_reaches_the_host_unchanged(make, store):
+    class Host(Executor):
+        def execute(self, step):
+            if step.get("boom"):
+                raise Unprintable()
+            return super().execute(step)
+
+    decorated = type("D", (Host,), {"execute_steps": checkpointed_steps(Host.execute_steps, store=store)})
+    with pytest.raises(Unprintable):
+        decorated().execute_steps([{"n": 0}, {"boom": True}])
+    assert store.results(1) == {0: "success", 1: "error"}
+    assert "Unprintable" in store.rows[(1, 1)]["error_detail"]
+
+
+def test_a_dsn_option_opens_one_store_per_decorated_function(mocker):
+    from jr_checkpoint import decorator
+
+    opened = []
+
+    def fake_store(dsn):
+        opened.append(FakeStore())
+        return opened[-1]
+
+    mocker.patch.object(decorator, "CheckpointStore", side_effect=fake_store)
+
+    class Host(Executor):
+        execute_steps = checkpointed_steps(Executor.execute_steps, dsn="dbname=two")
+
+    for _ in range(3):
+        Host().execute_steps([{"n": 0}])
+    assert len(opened) == 1  # not one per call
+    assert opened[0].calls.count("begin") == 3
+
+
+def test_uninstall_closes_the_shared_default_store(mocker):
+    import jr_checkpoint
+    from jr_checkpoint import decorator
+
+    shared = FakeStore()
+    shared.close = mocker.Mock()
+    mocker.patch.object(decorator, "CheckpointStore", return_value=shared)
+
+    class Host(Executor):
+        execute_steps = checkpointed_steps(Executor.execute_steps)  # no store, no dsn: the shared one
+
+    jr_checkpoint.install(store=FakeStore(), target="tests.fakes:FileExecutor.execute_steps")
+    Host().execute_steps([{"n": 0}])
+    assert shared.calls.count("begin") == 1
+    jr_checkpoint.uninstall()
+    assert shared.close.call_count == 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import socket
 import sys
 import textwrap
+from urllib.parse import quote
 
 import psycopg2
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from jr_checkpoint import dsn as dsn_module
 from jr_checkpoint.dsn import Target, resolve
 from jr_checkpoint.errors import ConfigurationError, DatabaseUnavailable
+from tests.leaks import PASSWORD, assert_no_password, everything_shown
 
 HOST_CONFIG = "{'host': 'hosthost', 'port': 6001, 'database': 'hostdb', 'user': 'jr', 'password': 'hostpw'}"
 
@@ -250,3 +253,87 @@ def test_libpq_env_configured(monkeypatch):
     assert dsn_module.libpq_env_configured() is False
     monkeypatch.setenv("PGSERVICE", "jr")
     assert dsn_module.libpq_env_configured() is True
+
+
+# -- no password in any output: messages, exception chains, tracebacks, repr() ------------------
+
+@pytest.mark.parametrize("bad", [
+    f"postgresql://u:{PASSWORD}@db1:6000/ledger",            # libpq quotes the bad token whole
+    f"host=db1 dbname=ledger password='{PASSWORD}",          # unterminated quote
+    f"host=db1 dbname=ledger password={PASSWORD} bogus=1",   # unknown option
+    f"postgresql://u:{quote(PASSWORD, safe='')}@db1/ledger?bogus=1",
+    f"host=db1 password={PASSWORD} dbname",                  # a keyword without its value
+])
+def test_an_invalid_dsn_keeps_the_password_out_of_the_whole_chain(bad):
+    with pytest.raises(ConfigurationError) as info:
+        resolve(bad)
+    assert str(info.value).startswith("invalid DSN from argument: invalid dsn: ")
+    assert info.value.__context__ is None or info.value.__context__ is info.value.__cause__
+    assert_no_password(everything_shown(info.value))
+    assert isinstance(info.value.__cause__, psycopg2.ProgrammingError)  # its type stays, for a reader
+
+
+def test_the_percent_escape_case_still_says_what_is_wrong():
+    with pytest.raises(ConfigurationError) as info:
+        resolve(f"postgresql://u:{PASSWORD}@db1/ledger")
+    assert str(info.value) == 'invalid DSN from argument: invalid dsn: invalid percent-encoded token: "..."'
+
+
+@pytest.mark.parametrize("given", [
+    f"host=db1 port=6000 dbname=ledger user=u password={PASSWORD} sslpassword={PASSWORD}x",
+    f"postgresql://u:{quote(PASSWORD, safe='')}@db1:6000/ledger",
+    {"host": "db1", "database": "ledger", "password": PASSWORD},
+])
+def test_repr_and_str_of_a_target_mask_the_password(given):
+    target = resolve(given)
+    assert target.params["password"] == PASSWORD  # still there to connect with
+    for shown in (repr(target), str(target), f"{target}", repr([target]), repr({"t": target})):
+        assert_no_password(shown)
+        assert "password': '********'" in shown
+    assert "host': 'db1'" in repr(target)
+
+
+def test_a_password_inside_another_parameter_is_masked_too():
+    target = Target({"dbname": f"host=db1 password={PASSWORD}", "password": PASSWORD})
+    assert_no_password(repr(target))
+    assert_no_password(target.describe())
+
+
+def test_targets_still_compare_by_their_parameters():
+    assert resolve(f"host=h password={PASSWORD}") == Target({"host": "h", "password": PASSWORD}, "argument")
+    assert resolve("host=h password=a") != resolve("host=h password=b")
+
+
+def test_a_connect_error_that_echoes_the_password_is_masked_in_the_whole_chain(mocker):
+    # libpq echoes a value it cannot use, e.g. a password pasted into the sslmode field.
+    mocker.patch.object(dsn_module.psycopg2, "connect", side_effect=psycopg2.OperationalError(
+        f'invalid sslmode value: "{PASSWORD}"\nand again {quote(PASSWORD)}\n'))
+    target = Target({"host": "db1", "dbname": "ledger", "password": PASSWORD}, "argument")
+    with pytest.raises(DatabaseUnavailable) as info:
+        target.connect()
+    assert str(info.value) == ('cannot connect to PostgreSQL at host=db1 port=5432 dbname=ledger: '
+                               'invalid sslmode value: "********"')
+    assert info.value.__context__ is None or info.value.__context__ is info.value.__cause__
+    assert isinstance(info.value.__cause__, psycopg2.OperationalError)
+    assert_no_password(everything_shown(info.value))
+
+
+def test_an_unknown_option_in_a_mapping_is_a_configuration_error_without_the_password():
+    # libpq refuses it before any network: no server needed.
+    target = resolve({"host": "db1", "password": PASSWORD, "bogus": PASSWORD})
+    with pytest.raises(ConfigurationError) as info:
+        target.connect()
+    assert str(info.value) == ('invalid connection parameters from argument: '
+                               'invalid dsn: invalid connection option "bogus"')
+    assert_no_password(everything_shown(info.value))
+
+
+def test_a_closed_port_keeps_the_password_out_of_the_whole_chain():
+    with socket.socket() as probe:  # a port nobody listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        target = resolve(f"postgresql://u:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/ledger")
+        with pytest.raises(DatabaseUnavailable) as info:
+            target.connect(1)
+    assert "Connection refused" in str(info.value)
+    assert_no_password(everything_shown(info.value))

@@ -1,4 +1,4 @@
-"""install() / uninstall() on the host stand-in: hooks, idempotence, exact restoration."""
+"""install() / uninstall() on the host stand-in, under every name the host imports it by."""
 
 from __future__ import annotations
 
@@ -8,35 +8,57 @@ import sys
 import pytest
 
 import jr_checkpoint
-from jr_checkpoint.decorator import is_checkpointed
+from jr_checkpoint.decorator import is_checkpointed, is_queue_task_wrapper
 from jr_checkpoint.install import QUEUE_METHODS
 from jr_checkpoint.store import CheckpointStore
+from tests.conftest import host_env
+
+EXECUTORS = ["task_executor", "jr_executor.task_executor"]
+CLIENTS = ["jr_queue_client", "jr_executor.jr_queue_client"]
 
 
 @pytest.fixture
-def clean_install(host_path):
-    yield host_path
+def clean_install(host_path, monkeypatch, tmp_path):
+    """The stand-in importable; its secrets loader finds a database that is never contacted."""
+    for name, value in host_env("host=/nonexistent dbname=unused user=nobody", tmp_path).items():
+        monkeypatch.setenv(name, value)
+    yield
     jr_checkpoint.uninstall()
 
 
-def test_install_after_import_wraps_at_once(clean_install):
-    from jr_executor.task_executor import TaskExecutor
-
-    original = TaskExecutor.__dict__["execute_steps"]
+@pytest.mark.parametrize("name", EXECUTORS)
+def test_install_after_import_wraps_at_once(clean_install, name):
+    cls = importlib.import_module(name).TaskExecutor
+    original = cls.__dict__["execute_steps"]
     jr_checkpoint.install("dbname=unused")
-    assert is_checkpointed(TaskExecutor.__dict__["execute_steps"])
-    assert TaskExecutor.__dict__["execute_steps"].__wrapped__ is original
+    assert is_checkpointed(cls.__dict__["execute_steps"])
+    assert cls.__dict__["execute_steps"].__wrapped__ is original
+    assert is_queue_task_wrapper(cls.__dict__["process_queue_task"])
 
 
-def test_install_before_import_wraps_when_the_module_is_imported(clean_install):
-    assert "jr_executor.task_executor" not in sys.modules
+@pytest.mark.parametrize("name", EXECUTORS)
+def test_install_before_import_wraps_when_the_module_is_imported(clean_install, name):
+    assert name not in sys.modules
     jr_checkpoint.install("dbname=unused")
-    module = importlib.import_module("jr_executor.task_executor")
+    module = importlib.import_module(name)
     assert is_checkpointed(module.TaskExecutor.__dict__["execute_steps"])
+    assert is_queue_task_wrapper(module.TaskExecutor.__dict__["process_queue_task"])
+
+
+def test_both_names_imported_are_each_wrapped_once(clean_install):
+    jr_checkpoint.install("dbname=unused")
+    top = importlib.import_module("task_executor").TaskExecutor
+    package = importlib.import_module("jr_executor.task_executor").TaskExecutor
+    assert top is not package  # two modules, two classes: the host really has both
+    for cls in (top, package):
+        wrapper = cls.__dict__["execute_steps"]
+        assert is_checkpointed(wrapper) and not is_checkpointed(wrapper.__wrapped__)
+        queue_task = cls.__dict__["process_queue_task"]
+        assert not is_queue_task_wrapper(queue_task.__wrapped__)
 
 
 def test_install_twice_wraps_once_and_returns_the_same_store(clean_install):
-    from jr_executor.task_executor import TaskExecutor
+    from task_executor import TaskExecutor
 
     first = jr_checkpoint.install("dbname=unused")
     second = jr_checkpoint.install("dbname=other")
@@ -45,13 +67,37 @@ def test_install_twice_wraps_once_and_returns_the_same_store(clean_install):
     assert is_checkpointed(wrapper) and not is_checkpointed(wrapper.__wrapped__)
 
 
+@pytest.mark.parametrize("name", CLIENTS)
+def test_the_host_client_keeps_its_own_checkpoint_methods(clean_install, name):
+    cls = importlib.import_module(name).JrQueueClient
+    before = {method: cls.__dict__[method] for method in QUEUE_METHODS}
+    jr_checkpoint.install("dbname=unused")
+    assert {method: cls.__dict__[method] for method in QUEUE_METHODS} == before
+
+
+def test_a_client_without_them_gets_them_and_loses_them_at_uninstall(clean_install):
+    import jr_queue_client
+
+    cls = jr_queue_client.JrQueueClient
+    saved = {method: cls.__dict__[method] for method in QUEUE_METHODS}
+    for method in QUEUE_METHODS:
+        delattr(cls, method)  # the client as the seed found it
+    try:
+        jr_checkpoint.install("dbname=unused")
+        assert all(cls.__dict__[method] is QUEUE_METHODS[method] for method in QUEUE_METHODS)
+        jr_checkpoint.uninstall()
+        assert not any(method in cls.__dict__ for method in QUEUE_METHODS)
+    finally:
+        for method, function in saved.items():
+            setattr(cls, method, function)
+
+
 def test_uninstall_restores_exactly_and_twice_is_harmless(clean_install):
     from jr_executor.jr_queue_client import JrQueueClient
     from jr_executor.task_executor import TaskExecutor
 
     before = dict(TaskExecutor.__dict__), dict(JrQueueClient.__dict__)
     jr_checkpoint.install("dbname=unused")
-    assert set(QUEUE_METHODS) <= set(JrQueueClient.__dict__)
     jr_checkpoint.uninstall()
     jr_checkpoint.uninstall()
     assert dict(TaskExecutor.__dict__) == before[0]
@@ -59,49 +105,44 @@ def test_uninstall_restores_exactly_and_twice_is_harmless(clean_install):
     assert not jr_checkpoint.installed()
 
 
-def test_uninstall_before_the_host_is_imported_leaves_it_untouched(clean_install):
+def test_uninstall_before_the_import_leaves_the_module_untouched(clean_install):
     jr_checkpoint.install("dbname=unused")
     jr_checkpoint.uninstall()
-    module = importlib.import_module("jr_executor.task_executor")
-    assert not is_checkpointed(module.TaskExecutor.__dict__["execute_steps"])
+    from task_executor import TaskExecutor
+
+    assert not is_checkpointed(TaskExecutor.__dict__["execute_steps"])
 
 
-def test_existing_queue_methods_are_kept(clean_install):
-    from jr_executor.jr_queue_client import JrQueueClient
-
-    def save_checkpoint(self, *args):  # the host already has one
-        return "host's own"
-
-    JrQueueClient.save_checkpoint = save_checkpoint
-    jr_checkpoint.install("dbname=unused")
-    assert JrQueueClient.__dict__["save_checkpoint"] is save_checkpoint
-    assert "get_last_checkpoint" in JrQueueClient.__dict__
+@pytest.mark.parametrize("options, message", [
+    ({"max_attempt": 3}, "unknown option(s) 'max_attempt'"),
+    ({"wiat": 1}, "unknown option(s) 'wiat'"),
+])
+def test_a_misspelled_option_fails_at_the_call(clean_install, options, message):
+    with pytest.raises(TypeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        jr_checkpoint.install("dbname=unused", **options)
+    assert not jr_checkpoint.installed()
 
 
-def test_a_wrong_target_is_a_clear_error_not_a_broken_import(clean_install, caplog):
+@pytest.mark.parametrize("options", [{"wait": -1}, {"max_attempts": 0}, {"on_exhausted": "dead_letters"}])
+def test_an_ill_typed_option_fails_at_the_call(clean_install, options):
+    with pytest.raises((TypeError, ValueError)):
+        jr_checkpoint.install("dbname=unused", **options)
+    assert not jr_checkpoint.installed()
+
+
+def test_a_bad_target_spec_fails_at_the_call(clean_install):
     with pytest.raises(ValueError, match="module:Class.attribute"):
-        jr_checkpoint.install(target="no_colon_here")
-    jr_checkpoint.install("dbname=unused", target="jr_executor.task_executor:TaskExecutor.nope")
-    module = importlib.import_module("jr_executor.task_executor")  # the import still works
-    assert hasattr(module, "TaskExecutor")
-    assert any("no attribute nope" in m for m in caplog.messages)
+        jr_checkpoint.install("dbname=unused", target="task_executor.TaskExecutor")
+    assert not jr_checkpoint.installed()
 
 
-def test_queue_methods_use_the_clients_own_execute(clean_install, mocker):
-    from jr_executor.jr_queue_client import JrQueueClient
+def test_uninstall_closes_the_stores_it_opened(host_db):
+    from task_executor import TaskExecutor
 
-    jr_checkpoint.install("dbname=unused")
-    client = JrQueueClient("test")
-    execute = mocker.patch.object(client, "_execute", return_value=[
-        {"last_completed_step": 2, "total_steps": 5, "checkpoint_data": None}])
-    assert client.save_checkpoint(9, 2, 5, {"a": 1}) is True
-    assert client.get_last_checkpoint(9) == {"last_completed_step": 2, "total_steps": 5,
-                                             "checkpoint_data": None}
-    assert client.cleanup_checkpoints(9) is True
-    assert execute.call_args_list[0].kwargs == {"fetch": False}
-    assert execute.call_args_list[0].args[1]["checkpoint_data"] == '{"a": 1}'
-
-    execute.side_effect = RuntimeError("db down")
-    assert client.save_checkpoint(9, 2) is False
-    assert client.get_last_checkpoint(9) is None
-    assert client.cleanup_checkpoints(9) is False
+    store = jr_checkpoint.install(host_db)
+    executor = TaskExecutor()
+    executor.process_queue_task({"id": 5, "instruction_content": "```bash\ntrue\n```\n"})
+    assert store.round_trips > 0 and store.connected
+    jr_checkpoint.uninstall()
+    assert not store.connected
+    assert not jr_checkpoint.installed()

@@ -1,10 +1,16 @@
-"""The SEARCH/REPLACE engine and `jr-checkpoint patch`, on copies of the host stand-in (no server)."""
+"""The SEARCH/REPLACE engine and `jr-checkpoint patch`, on copies of the host stand-in (no server).
+
+`root` is the host as the seed found it (tests/host_copy.seed_era); `today` is the stand-in as
+it is, with the seed's loop and the queue client's own checkpoint methods already there.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import stat
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -12,23 +18,27 @@ import pytest
 
 from jr_checkpoint import cli, patching
 from jr_checkpoint.errors import PatchConflict, PatchError, PatchFormatError, UnsafePatchPath
+from tests.host_copy import CHECKPOINT_METHODS, CLIENT, EXECUTOR, copy_host, remove_methods, seed_era
 from tests.seed_text import seed_edits
 
-HOST = Path(__file__).parents[1] / "host"
 REPO = Path(__file__).parents[2]
-EXECUTOR = "jr_executor/task_executor.py"
-CLIENT = "jr_executor/jr_queue_client.py"
 P01 = "01_task_executor_step_checkpoints.patch"
 P02 = "02_jr_queue_client_checkpoint_methods.patch"
 P03 = "03_task_executor_decorator.patch"
+P04 = "04_task_executor_task_id.patch"
+SIGNATURE = "    def execute_steps(self, steps: List[Dict]) -> List[Dict[str, Any]]:\n"
 
 
 @pytest.fixture
 def root(tmp_path) -> Path:
-    """A private copy of the host stand-in to patch."""
-    copy = tmp_path / "host"
-    shutil.copytree(HOST, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    return copy
+    """A private copy of the host stand-in as the seed found it, to patch."""
+    return seed_era(tmp_path / "host")
+
+
+@pytest.fixture
+def today(tmp_path) -> Path:
+    """A private copy of the host stand-in as it is today."""
+    return copy_host(tmp_path / "today")
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -70,7 +80,7 @@ def test_the_seed_has_exactly_two_edits_with_the_paths_the_issue_names():
 
 def test_bundled_patches_are_found_through_importlib_resources():
     folder = resources.files("jr_checkpoint") / "patches"
-    assert [entry.name for entry in patching.bundled()] == [P01, P02, P03]
+    assert [entry.name for entry in patching.bundled()] == [P01, P02, P03, P04]
     assert (folder / "README.md").is_file()
 
 
@@ -80,7 +90,7 @@ def test_top_level_patches_is_the_package_directory_not_a_second_copy():
 
 
 def test_default_set_is_every_bundled_patch_not_marked_optional():
-    assert [patch.name for patch in patching.load_patches()] == [P01, P02]
+    assert [patch.name for patch in patching.load_patches()] == [P01, P02, P04]
     decorator = patching.load_patches(["03"])[0]
     assert decorator.name == P03 and decorator.optional
     assert [patch.name for patch in patching.load_patches([P03[:-6], P01])] == [P03, P01]
@@ -90,13 +100,151 @@ def test_decorator_patch_adds_the_import_and_the_decorator(root):
     patching.write(patching.plan(root, patching.load_patches(["03"])))
     source = (root / EXECUTOR).read_text()
     assert "from jr_checkpoint import checkpointed_steps\n\n\nclass TaskExecutor:\n" in source
-    assert "    @checkpointed_steps\n    def execute_steps(self, steps, saga_tx=None):\n" in source
+    assert f"    @checkpointed_steps\n{SIGNATURE}" in source
     compile(source, EXECUTOR, "exec")
 
 
+def test_the_stand_in_has_the_real_execute_steps_signature(today):
+    """The real b23a2c5 and ab76068 files have this line; patch 03 must match it."""
+    assert (today / EXECUTOR).read_text().count(SIGNATURE) == 1
+
+
 def test_an_unknown_patch_name_is_an_error():
-    with pytest.raises(PatchError, match="no such patch: 04"):
-        patching.load_patches(["04"])
+    with pytest.raises(PatchError, match="no such patch: 09"):
+        patching.load_patches(["09"])
+
+
+# -- today's host: the seed's loop and the client's methods are already there --------------
+
+
+def count(path: Path, text: str) -> int:
+    return path.read_text().count(text)
+
+
+def test_on_todays_host_check_says_01_applied_02_present_04_applies(capsys, today):
+    before = snapshot(today)
+    code, out, err = run(capsys, "check", "--root", str(today))
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{P01} block 1 ({EXECUTOR}): already applied",
+        f"{P02} block 1 ({CLIENT}): already present (JrQueueClient defines save_checkpoint, "
+        "get_last_checkpoint, cleanup_checkpoints)",
+        f"{P04} block 1 ({EXECUTOR}): applies cleanly",
+    ]
+    assert snapshot(today) == before
+
+
+def test_on_todays_host_apply_writes_only_04_and_never_a_method_twice(capsys, today):
+    before = snapshot(today)
+    code, out, _ = run(capsys, "apply", "--root", str(today))
+    assert code == 0 and out.splitlines()[-1] == f"Patched 1 file(s) under {today.resolve()}"
+    after = snapshot(today)
+    assert {name for name in after if after[name] != before.get(name)} == {EXECUTOR}
+    assert after[EXECUTOR] == before[EXECUTOR].replace(
+        patching.load_patches(["04"])[0].blocks[0].search_text.encode(),
+        patching.load_patches(["04"])[0].blocks[0].replace_text.encode(), 1)
+    compile(after[EXECUTOR], EXECUTOR, "exec")
+    for method in CHECKPOINT_METHODS:
+        assert count(today / CLIENT, f"    def {method}(") == 1
+    assert count(today / EXECUTOR, "    def process_queue_task(") == 1
+    assert count(today / EXECUTOR, "    def _process_queue_task(") == 1
+    code, out, _ = run(capsys, "apply", "--root", str(today))
+    assert code == 0 and out.splitlines()[-1] == f"Nothing to change under {today.resolve()}"
+    assert run(capsys, "revert", "--root", str(today), "04")[0] == 0
+    assert snapshot(today) == before
+
+
+def test_revert_leaves_the_hosts_own_methods_alone_and_says_so(capsys, today):
+    before = snapshot(today)
+    code, out, _ = run(capsys, "revert", "--root", str(today), "02")
+    assert code == 0 and out.splitlines() == [
+        f"{P02} block 1 ({CLIENT}): not this patch's text, left alone (JrQueueClient defines "
+        "save_checkpoint, get_last_checkpoint, cleanup_checkpoints itself)",
+        f"Nothing to change under {today.resolve()}"]
+    assert snapshot(today) == before
+
+
+def test_a_client_with_only_some_of_the_methods_is_a_one_line_conflict(capsys, today):
+    remove_methods(today / CLIENT, "JrQueueClient", ("cleanup_checkpoints",))
+    before = snapshot(today)
+    code, out, err = run(capsys, "apply", "--root", str(today))
+    assert code == 1 and snapshot(today) == before  # 04, which was clean, not written either
+    (line,) = [line for line in out.splitlines() if line.startswith(P02)]
+    assert line == (f"{P02} block 1 ({CLIENT}): conflict: JrQueueClient.save_checkpoint, "
+                    f"JrQueueClient.get_last_checkpoint already defined in {CLIENT} but not "
+                    "JrQueueClient.cleanup_checkpoints: a method is never defined twice; add the "
+                    "others by hand")
+    assert "no file under" in err
+
+
+def test_a_method_defined_by_assignment_counts_as_defined(tmp_path):
+    (tmp_path / "a.py").write_text("class C:\n    x = 1\n    def m(self):\n        pass\n")
+    text = ("path: a.py\nadds-methods: C.m\n<<<<<<< SEARCH\n    x = 1\n=======\n    x = 1\n\n"
+            "    def m(self):\n        return 2\n>>>>>>> REPLACE\n")
+    plan = patching.plan(tmp_path, [patching.parse(text)])
+    assert [(o.state, o.reason) for o in plan.outcomes] == [(patching.PRESENT, "C defines m")]
+    (tmp_path / "a.py").write_text("class C:\n    x = 1\n    m = staticmethod(len)\n")
+    assert patching.plan(tmp_path, [patching.parse(text)]).outcomes[0].state == patching.PRESENT
+
+
+def test_a_block_that_would_define_a_method_twice_is_refused_without_the_header(today):
+    """The guard that needs no header: 02 without its adds-methods line on today's client."""
+    data = (patching.bundled()[1].read_bytes().decode()).replace("adds-methods:", "# adds-methods:")
+    plan = patching.plan(today, [patching.parse(data, "no-header.patch")])
+    assert plan.conflicts[0].reason == (
+        "the result would define JrQueueClient.cleanup_checkpoints, JrQueueClient.get_last_checkpoint, "
+        f"JrQueueClient.save_checkpoint twice in {CLIENT}")
+
+
+def test_a_block_that_would_break_a_python_file_is_refused(tmp_path):
+    (tmp_path / "a.py").write_text("def f():\n    return 1\n")
+    plan = patching.plan(tmp_path, [patching.parse(block_text("a.py", "    return 1\n",
+                                                              "  return (1\n"))])
+    assert plan.conflicts and plan.conflicts[0].reason.startswith(
+        "the result would not be valid Python (")
+    (tmp_path / "a.txt").write_text("def f():\n    return 1\n")  # not Python: not checked
+    plan = patching.plan(tmp_path, [patching.parse(block_text("a.txt", "    return 1\n",
+                                                              "  return (1\n"))])
+    assert not plan.conflicts
+
+
+# Runs the patched process_queue_task with a stub body: which _current_task_id did it see?
+TASK_ID_PROBE = r"""
+import json, sys
+from task_executor import TaskExecutor
+executor = TaskExecutor()
+seen = []
+def body(task):
+    seen.append(getattr(executor, '_current_task_id', None))
+    if task.get('raise'):
+        raise RuntimeError('boom')
+    return {'success': True}
+executor._process_queue_task = body
+out = []
+for task in json.loads(sys.argv[1]):
+    try:
+        executor.process_queue_task(task)
+        outcome = 'returned'
+    except RuntimeError:
+        outcome = 'raised'
+    out.append([seen[-1], outcome, getattr(executor, '_current_task_id', None)])
+print(json.dumps(out))
+"""
+
+
+def test_patch_04_sets_the_integer_queue_id_for_the_call_only(today, tmp_path):
+    patching.write(patching.plan(today, patching.load_patches(["04"])))
+    tasks = [{"id": 4242, "task_id": "T-1"}, {"id": 7, "raise": True}, {"task_id": "T-2"},
+             {"id": "7"}, {"id": True}]
+    env = {**os.environ, "PYTHONPATH": str(today / "jr_executor"), "PYTHONDONTWRITEBYTECODE": "1",
+           "GANUDA_ROOT": str(tmp_path), "CHEROKEE_DB_HOST": "unused", "CHEROKEE_DB_PORT": "1",
+           "CHEROKEE_DB_NAME": "unused", "CHEROKEE_DB_USER": "unused"}
+    done = subprocess.run([sys.executable, "-c", TASK_ID_PROBE, json.dumps(tasks)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [[4242, "returned", None], [7, "raised", None],
+                                       [None, "returned", None], [None, "returned", None],
+                                       [None, "returned", None]]
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -128,7 +276,25 @@ MALFORMED = [
     ("", 1, "no '<<<<<<< SEARCH' block"),
     ("path: a.py\n<<<<<<< SEARCH\n=======\nb\n>>>>>>> REPLACE\n", 2, "non-empty"),
     ("path: a.py\n<<<<<<< SEARCH\na\n=======\na\n>>>>>>> REPLACE\n", 2, "differ"),
+    ("path: a.py\nadds-methods: m\n", 2, "expected 'Class.method' names"),
+    ("path: a.py\nadds-methods: C.m, \n", 2, "expected 'Class.method' names"),
+    ("path: a.py\nadds-methods:\n", 2, "expected 'Class.method' names"),
+    ("path: a.py\nadds-methods: C.m\nadds-methods: C.n\n", 3, "once per block"),
+    ("path: a.py\nadds-methods: C.m\n", 2, "without a '<<<<<<< SEARCH' block after it"),
+    ("path: a.py\nadds-methods: C.m\n<<<<<<< SEARCH\na\n=======\n    def n(self):\n>>>>>>> REPLACE\n",
+     2, "names C.m, but the block at line 3 does not add 'def m('"),
+    ("path: a.py\nadds-methods: C.m\n<<<<<<< SEARCH\n    def m(self):\n=======\n    def m(self):\n"
+     "        pass\n>>>>>>> REPLACE\n", 2, "does not add 'def m('"),
 ]
+
+
+def test_adds_methods_belongs_to_the_next_block_only():
+    text = ("path: a.py\nadds-methods: C.m, D.n\n<<<<<<< SEARCH\na\n=======\n    def m(self):\n"
+            "    async def n(self):\n>>>>>>> REPLACE\n<<<<<<< SEARCH\nb\n=======\nc\n>>>>>>> REPLACE\n")
+    first, second = patching.parse(text).blocks
+    assert (first.adds, second.adds) == ((("C", "m"), ("D", "n")), ())
+    (block,) = patching.load_patches(["02"])[0].blocks
+    assert block.adds == tuple(("JrQueueClient", name) for name in CHECKPOINT_METHODS)
 
 
 @pytest.mark.parametrize(("text", "line", "words"), MALFORMED)
@@ -203,6 +369,19 @@ def test_a_drifted_line_refuses_the_apply_and_leaves_every_file_untouched(root):
     with pytest.raises(PatchConflict, match="no file was changed"):
         patching.write(plan)
     assert snapshot(root) == before  # task_executor.py, whose block was clean, included
+
+
+def test_a_drifted_hand_made_change_is_shown_against_replace(today):
+    """Today's host has 01's REPLACE text by hand; an edit to it is shown against REPLACE."""
+    executor = today / EXECUTOR
+    executor.write_text(executor.read_text().replace("            results.append(result)\n",
+                                                     "            results.append(dict(result))\n"))
+    (conflict,) = patching.plan(today, patching.load_patches(["01"])).conflicts
+    assert conflict.reason == (f"SEARCH text not found in {EXECUTOR}, nor REPLACE text; "
+                               "closest to REPLACE:")
+    assert conflict.context[0] == "--- REPLACE of block 1"
+    assert "-            results.append(result)" in conflict.context
+    assert "+            results.append(dict(result))" in conflict.context
 
 
 def test_search_found_twice_is_a_refusal_naming_the_lines(root):
@@ -376,15 +555,18 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_cli_check_apply_again_and_revert(capsys, root):
     original = snapshot(root)
-    line1, line2 = f"{P01} block 1 ({EXECUTOR})", f"{P02} block 1 ({CLIENT})"
+    line1, line2, line4 = (f"{P01} block 1 ({EXECUTOR})", f"{P02} block 1 ({CLIENT})",
+                           f"{P04} block 1 ({EXECUTOR})")
     assert run(capsys, "check", "--root", str(root)) == (
-        0, f"{line1}: applies cleanly\n{line2}: applies cleanly\n", "")
+        0, f"{line1}: applies cleanly\n{line2}: applies cleanly\n{line4}: applies cleanly\n", "")
     assert snapshot(root) == original
     code, out, _ = run(capsys, "apply", "--root", str(root))
-    assert code == 0 and out.splitlines()[:2] == [f"{line1}: applied", f"{line2}: applied"]
-    assert out.splitlines()[2] == f"Patched 2 file(s) under {root.resolve()}"
+    assert code == 0 and out.splitlines()[:3] == [f"{line1}: applied", f"{line2}: applied",
+                                                  f"{line4}: applied"]
+    assert out.splitlines()[3] == f"Patched 2 file(s) under {root.resolve()}"
     code, out, _ = run(capsys, "apply", "--root", str(root))
-    assert code == 0 and f"{line1}: already applied\n{line2}: already applied\nNothing to change" in out
+    assert code == 0 and (f"{line1}: already applied\n{line2}: already applied\n"
+                          f"{line4}: already applied\nNothing to change") in out
     assert run(capsys, "check", "--root", str(root))[0] == 0
     code, out, _ = run(capsys, "revert", "--root", str(root))
     assert code == 0 and f"{line2}: reverted" in out
@@ -406,7 +588,7 @@ def test_cli_conflict_check_exits_1_and_apply_refuses_with_1(capsys, root):
     assert f"{P02} block 1 ({CLIENT}): applies cleanly\n" in out
     code, out, err = run(capsys, "apply", "--root", str(root))
     assert code == 1 and "conflict: SEARCH text not found" in out
-    assert err == (f"jr-checkpoint: error: refused: 1 of 2 blocks conflict; "
+    assert err == (f"jr-checkpoint: error: refused: 1 of 3 blocks conflict; "
                    f"no file under {root.resolve()} was changed\n")
     assert snapshot(root) == before
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pathlib
 import re
-from datetime import date
 
 import psycopg2
 import psycopg2.errors
@@ -22,8 +20,6 @@ from jr_checkpoint.store import (
     CheckpointStore,
     StepRecord,
     bound_text,
-    content_hash,
-    is_task_id,
 )
 
 SUFFIX = "\n...[truncated by jr-checkpoint]"
@@ -31,34 +27,6 @@ SUFFIX = "\n...[truncated by jr-checkpoint]"
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-# -- content_hash ------------------------------------------------------------------------------
-
-
-def test_content_hash_is_sha256_of_sorted_compact_json():
-    step = {"type": "write", "path": "a.py", "lines": [1, 2], "opts": {"z": None, "a": True}}
-    expected = '{"lines":[1,2],"opts":{"a":true,"z":null},"path":"a.py","type":"write"}'
-    assert content_hash(step) == sha(expected)
-    assert len(content_hash(step)) == 64
-
-
-def test_content_hash_ignores_key_order_and_tuple_versus_list():
-    a = {"b": (1, 2, {"y": 1, "x": 2}), "a": "s"}
-    b = {"a": "s", "b": [1, 2, {"x": 2, "y": 1}]}
-    assert content_hash(a) == content_hash(b)
-    assert content_hash(a) != content_hash({"a": "s", "b": [2, 1, {"x": 2, "y": 1}]})
-
-
-def test_content_hash_renders_non_json_values_with_str():
-    step = {"path": pathlib.PurePosixPath("/ganuda/x.py"), "when": date(2026, 2, 1), 3: "int key"}
-    expected = '{"3":"int key","path":"/ganuda/x.py","when":"2026-02-01"}'
-    assert content_hash(step) == sha(expected)
-
-
-def test_content_hash_of_a_changed_step_differs():
-    assert content_hash({"path": "a.py"}) != content_hash({"path": "b.py"})
-    assert content_hash({"n": 1}) != content_hash({"n": "1"})
 
 
 # -- bound_text --------------------------------------------------------------------------------
@@ -106,19 +74,6 @@ def test_bound_text_replaces_lone_surrogates():
     name = os.fsdecode(b"caf\xe9.py")
     assert bound_text(name) == "caf?.py"
     assert bound_text(name).encode("utf-8") == b"caf?.py"
-
-
-# -- is_task_id --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("value", [0, 1, 7, 2**31 - 1, -(2**31)])
-def test_is_task_id_accepts_int4(value):
-    assert is_task_id(value) is True
-
-
-@pytest.mark.parametrize("value", [True, False, 2**31, -(2**31) - 1, "7", 7.0, None])
-def test_is_task_id_rejects(value):
-    assert is_task_id(value) is False
 
 
 # -- a scripted connection ---------------------------------------------------------------------
@@ -556,18 +511,6 @@ def test_finish_task_forgets_the_lock_even_when_the_query_fails(connect):
     with pytest.raises(SchemaMissing):
         store.finish_task(7, completed=True)
     assert store._held == set()
-
-
-def test_content_hash_of_a_set_is_the_same_in_every_process():
-    import subprocess
-    import sys
-
-    code = ("from jr_checkpoint.store import content_hash; "
-            "print(content_hash({'files': {'a.py', 'b.py', 'c.py', 'd.py'}}))")
-    hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={"PYTHONHASHSEED": str(seed)}, check=True).stdout
-              for seed in (1, 2, 3, 4)}
-    assert len(hashes) == 1
 
 
 def test_the_per_step_statement_is_prepared_once_per_connection(connect):

@@ -1,0 +1,155 @@
+"""Shared test doubles: a minimal file executor and an in-memory ledger.
+
+Unit tests use :class:`FakeStore`; tests of the decorator's mechanics on real PostgreSQL use
+:class:`FileExecutor`. Tests about the host itself use the stand-in in ``tests/host``.
+"""
+
+import subprocess
+import threading
+from pathlib import Path
+
+from jr_checkpoint.errors import TaskOwnershipLost
+from jr_checkpoint.store import StepRecord, TaskState
+
+
+class FileExecutor:
+    """A minimal executor for the decorator's mechanics: simple steps on files under ``workdir``.
+
+    Step types: ``write``, ``append``, ``search_replace`` (fails when its SEARCH text is
+    absent: re-running a finished edit fails, the harm the library prevents), ``shell``,
+    ``fail``, ``raise``. ``executed`` lists every step ``execute()`` really ran. The host's own
+    shape (process_queue_task, its step dicts, its extraction) is the stand-in in tests/host.
+    """
+
+    def __init__(self, workdir, saga_manager=None):
+        self.workdir = Path(workdir)
+        self.saga_manager = saga_manager
+        self._current_task_id = None
+        self.executed = []  # every step execute() really ran, in order
+
+    def _path(self, step):
+        return self.workdir / step.get('path', step.get('filepath', ''))
+
+    def execute(self, step):
+        """Run one step and say how it went."""
+        self.executed.append(step)
+        kind = step.get('type')
+        if kind == 'write':
+            path = self._path(step)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(step['content'])
+            return {'success': True, 'path': str(path)}
+        if kind == 'append':
+            with open(self._path(step), 'a') as handle:
+                handle.write(step['content'])
+            return {'success': True}
+        if kind == 'search_replace':
+            path = self._path(step)
+            text = path.read_text()
+            if step['search'] not in text:
+                return {'success': False, 'error': f"SEARCH text not found in {path.name}"}
+            path.write_text(text.replace(step['search'], step['replace'], 1))
+            return {'success': True}
+        if kind == 'shell':
+            done = subprocess.run(step['command'], shell=True, cwd=self.workdir,
+                                  capture_output=True, text=True)
+            return {'success': done.returncode == 0, 'returncode': done.returncode,
+                    'error': done.stderr.strip() or None}
+        if kind == 'fail':
+            return {'success': False, 'error': step.get('error', 'step failed')}
+        if kind == 'raise':
+            raise RuntimeError(step.get('message', 'step raised'))
+        return {'success': False, 'error': f"unknown step type {kind!r}"}
+
+    def execute_steps(self, steps, saga_tx=None):
+        """Run steps in order; stop at the first failure."""
+        results = []
+        for step in steps:
+            result = self.execute(step)
+            results.append(result)
+
+            # Phase 10: Register completed step for potential rollback
+            if result.get('success') and saga_tx and self.saga_manager:
+                self.saga_manager.register_step(saga_tx, step, result)
+
+            if not result.get('success'):
+                break
+        return results
+
+
+class FakeStore:
+    """The part of CheckpointStore the decorator uses, in memory, counting calls."""
+
+    def __init__(self):
+        self.rows: dict[tuple[int, int], dict] = {}
+        self.checkpoints: dict[int, dict] = {}
+        self.held: set[int] = set()
+        self.calls: list[str] = []
+        self.taken_over: set[int] = set()  # tasks another worker took from this one
+        self.lock = threading.Lock()
+
+    def begin_task(self, task_id, total_steps=None, *, wait=0.0):
+        with self.lock:
+            self.calls.append("begin")
+            if task_id in self.held:
+                return None
+            self.held.add(task_id)
+        cp = self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 0}})
+        cp["checkpoint_data"]["attempts"] += 1
+        steps = {n: StepRecord(n, r["execution_result"], r["content_hash"],
+                                r.get("step_type"), r.get("target_file"))
+                 for (t, n), r in self.rows.items() if t == task_id}
+        return TaskState(cp["checkpoint_data"]["attempts"], dict(cp), steps, owner=f"owner-{task_id}")
+
+    def hold(self, task_id, owner):
+        self.calls.append("hold")
+
+    def forget_lease(self, task_id, owner):
+        pass
+
+    def lost(self, task_id, owner):
+        return task_id in self.taken_over
+
+    def record_step(self, task_id, step_number, *, owner, patient=True, **fields):
+        self.calls.append("record")
+        if task_id in self.taken_over:
+            raise TaskOwnershipLost(f"task {task_id}: another worker took it over; stopping")
+        self.rows[(task_id, step_number)] = fields
+        self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 1}})
+        self.checkpoints[task_id]["last_completed_step"] = fields["last_completed_step"]
+
+    def release_task(self, task_id, owner, *, completed, patient=True):
+        self.calls.append("release")
+        self.held.discard(task_id)
+        if completed:
+            return self.checkpoints.pop(task_id, None) is not None
+        return False
+
+    def results(self, task_id):
+        return {n: r["execution_result"] for (t, n), r in sorted(self.rows.items()) if t == task_id}
+
+
+class Executor:
+    """A minimal host: execute() logs what it ran; steps say whether they succeed."""
+
+    def __init__(self, task_id=1):
+        self._current_task_id = task_id
+        self.ran = []
+
+    def execute(self, step):
+        self.ran.append(step)
+        if isinstance(step, dict) and step.get("raise"):
+            raise ValueError(step["raise"])
+        if isinstance(step, dict) and "result" in step:
+            return step["result"]
+        return {"success": not (isinstance(step, dict) and step.get("fail"))}
+
+    def execute_steps(self, steps, saga_tx=None):
+        """Run the steps in order."""
+        results = []
+        for step in steps:
+            result = self.execute(step)
+            results.append(result)
+            if not result.get("success"):
+                break
+        return results
