@@ -95,10 +95,11 @@ SELECT LEAST((SELECT min(task_id) FROM jr_step_rewards),
 -- task_id) comes before %(before_at)s, %(before_task)s (NULL: the first page).
 --
 -- A task's state is decided here, and only here:
---   running     a worker holds the task's advisory lock (the store's session lock
---               pg_try_advisory_lock(namespace, task_id), visible in pg_locks), or its
---               checkpoint carries a lease (checkpoint_data.lease_until, an ISO timestamp or
---               epoch seconds) that has not expired yet;
+--   running     its checkpoint carries a lease that has not expired yet
+--               (checkpoint_data.lease_until: epoch seconds, as the store writes it, or an
+--               ISO timestamp), or a session holds the task's advisory lock
+--               pg_try_advisory_lock(namespace, task_id) (visible in pg_locks), as workers
+--               of earlier versions did;
 --   exhausted   its checkpoint says checkpoint_data.exhausted = true;
 --   unfinished  any other checkpoint row: stopped partway, crashed or failed;
 --   finished    step rows but no checkpoint row (the decorator drops it on completion).
