@@ -132,7 +132,8 @@ class Views:
 
     @staticmethod
     def _error(status: int, message: str):
-        if "/api/" in request.path:
+        if (request.endpoint or "").rpartition(".")[2].startswith("api_"):  # not the path: the
+            # host may well mount the dashboard under an /api/ prefix of its own
             return _json({"error": message}, status)
         return render_template("jr_checkpoint/error.html", status=status, message=message,
                                page=None, refresh=RETRY_SECONDS if status == 503 else None), status

@@ -283,6 +283,15 @@ def test_the_hosts_auth_guards_every_route_of_every_mount(ledger, empty_dsn):
     assert 'href="/staging/checkpoints/analytics"' in staging  # links stay inside their mount
 
 
+def test_pages_under_a_hosts_api_prefix_still_answer_errors_in_html():
+    app = flask.Flask(__name__)
+    app.register_blueprint(create_blueprint(dsn="host=127.0.0.1 port=1", connect_timeout=1),
+                           url_prefix="/api/v2/checkpoints")
+    client = app.test_client()
+    assert "bad limit &#39;x&#39;" in get_html(client, "/api/v2/checkpoints/?limit=x", 400)
+    assert get_json(client, "/api/v2/checkpoints/api/tasks?limit=x", 400)["error"].startswith("bad limit")
+
+
 def test_a_store_passed_in_is_used(ledger):
     from jr_checkpoint import CheckpointStore
 
