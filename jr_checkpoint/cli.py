@@ -390,6 +390,40 @@ def _version() -> str:
         return "(not installed)"
 
 
+# -- serve: the dashboard on its own ------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The dashboard's pages on waitress, until Ctrl-C (which stops the embedded server too)."""
+    try:
+        from .web import serve
+    except ImportError as exc:
+        raise ConfigurationError(f"the dashboard needs Flask and waitress ({exc.name} is missing): "
+                                 "pip install 'jr-checkpoint[web]'") from exc
+    if not 0 <= args.port <= 65535:
+        raise ConfigurationError(f"--port must be from 0 to 65535, not {args.port}")
+    try:
+        with serve.ledger(args.dsn, args.host_root, args.data_dir, _out) as target:
+            serve.serve(target, args.host, args.port, _out, args.connect_timeout)
+    except KeyboardInterrupt:  # waitress takes Ctrl-C itself; this is Ctrl-C during start-up
+        pass
+    _out("stopped")
+    return 0
+
+
+def _add_serve_command(commands) -> None:
+    parser = commands.add_parser(
+        "serve", help="the step-reward dashboard in a browser (read-only)",
+        description="Serve the dashboard's pages and JSON on a WSGI server (waitress), on localhost "
+        "by default. With no database configured it serves the demo's embedded PostgreSQL.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8765,
+                        help="port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--data-dir", metavar="DIR", help="the embedded server's data directory, when no "
+                        "database is configured (default: the demo's)")
+    _add_database_options(parser)
+    parser.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jr-checkpoint",
@@ -411,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_patch_command(commands)
     _add_run_command(commands)
     _add_ledger_commands(commands)
+    _add_serve_command(commands)
     return parser
 
 

@@ -23,6 +23,13 @@ CREATE INDEX IF NOT EXISTS idx_step_rewards_task
 CREATE INDEX IF NOT EXISTS idx_step_rewards_result
     ON jr_step_rewards(execution_result);
 
+-- Not in the seed: what the dashboard needs to stay fast on a big ledger (jr_checkpoint.web).
+-- Newest activity first: the task list walks it from the newest row down (a page costs a
+-- few hundred index probes instead of a pass over every step row), and windowed reports
+-- (stats --since, the analytics page) read only the rows of their window.
+CREATE INDEX IF NOT EXISTS idx_step_rewards_updated
+    ON jr_step_rewards(updated_at, task_id);
+
 -- Table 2: Task-level checkpoints (for resume-from-failure)
 CREATE TABLE IF NOT EXISTS jr_task_checkpoints (
     id SERIAL PRIMARY KEY,
