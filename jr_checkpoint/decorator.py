@@ -295,8 +295,7 @@ class _Run:
             step_number=slot, execution_result=outcome, step_type=step_rules.step_type(step),
             target_file=step_rules.target_file(step), content_hash=digest,
             execution_time_ms=elapsed_ms, error_detail=None if error is None else safe_text(error),
-            last_completed_step=self.resume_at - 1, total_steps=self.steps.total,
-            resume_at=self.resume_at))
+            last_completed_step=self.resume_at - 1, total_steps=self.steps.total))
         self._flush(self.owner, force=not self.degraded)
 
     def _flush(self, owner: str, force: bool) -> None:

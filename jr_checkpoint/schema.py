@@ -19,7 +19,7 @@ TABLE_NAMES = tuple(TABLES)
 WORKER_FUNCTIONS: tuple[str, ...] = (
     "jr_checkpoint_begin(integer, integer, text, double precision, jsonb, text)",
     "jr_checkpoint_record_step(integer, text, integer, varchar, text, varchar, varchar, integer,"
-    " text, integer, integer, integer, double precision)",
+    " text, integer, integer, double precision)",
 )
 
 

@@ -345,7 +345,6 @@ class CheckpointStore:
         error_detail: Any = None,
         last_completed_step: int = -1,
         total_steps: int | None = None,
-        resume_at: int = 0,
         patient: bool = True,
     ) -> None:
         """Record one step's outcome and move the checkpoint, in one statement, as ``owner``.
@@ -361,7 +360,7 @@ class CheckpointStore:
             "target_file": bound_text(target_file), "content_hash": content_hash,
             "execution_result": execution_result, "execution_time_ms": execution_time_ms,
             "error_detail": bound_text(error_detail), "last_completed_step": last_completed_step,
-            "total_steps": total_steps, "resume_at": resume_at, "lease": self.lease,
+            "total_steps": total_steps, "lease": self.lease,
         }, patient=patient)
         if not recorded:
             raise TaskOwnershipLost(f"task {task_id}: another worker took it over; stopping")

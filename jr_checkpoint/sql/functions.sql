@@ -68,21 +68,19 @@ BEGIN
                   FROM jr_step_rewards WHERE task_id = p_task_id));
 END $$;
 
--- Records one step's outcome and moves the checkpoint (and the lease), only while p_owner
--- owns the task. Returns false, and writes nothing, when it does not.
+-- Records one step's outcome and moves the checkpoint, only while p_owner owns the task.
+-- Returns false, and writes nothing, when it does not. The lease is not touched here (the
+-- keeper thread renews it): the common path rewrites no JSON.
 CREATE OR REPLACE FUNCTION jr_checkpoint_record_step(
     p_task_id integer, p_owner text, p_step_number integer, p_step_type varchar,
     p_target_file text, p_hash varchar, p_result varchar, p_time_ms integer, p_error text,
-    p_last_completed_step integer, p_total_steps integer, p_resume_at integer,
+    p_last_completed_step integer, p_total_steps integer,
     p_lease double precision)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE jr_task_checkpoints SET
         last_completed_step = p_last_completed_step,
         total_steps = COALESCE(p_total_steps, total_steps),
-        checkpoint_data = checkpoint_data || jsonb_build_object(
-            'resume_at', p_resume_at,
-            'lease_until', extract(epoch FROM clock_timestamp()) + p_lease),
         updated_at = NOW()
     WHERE task_id = p_task_id AND checkpoint_data ->> 'owner' = p_owner;
     IF NOT FOUND THEN
@@ -94,14 +92,14 @@ BEGIN
             last_completed_step = p_last_completed_step,
             total_steps = COALESCE(p_total_steps, total_steps),
             checkpoint_data = COALESCE(checkpoint_data, '{}'::jsonb) || jsonb_build_object(
-                'owner', p_owner, 'resume_at', p_resume_at,
+                'owner', p_owner,
                 'lease_until', extract(epoch FROM clock_timestamp()) + p_lease),
             updated_at = NOW()
         WHERE task_id = p_task_id AND NOT COALESCE(checkpoint_data ? 'fence', false);
         IF NOT FOUND THEN
             INSERT INTO jr_task_checkpoints (task_id, last_completed_step, total_steps, checkpoint_data)
             VALUES (p_task_id, p_last_completed_step, p_total_steps, jsonb_build_object(
-                'owner', p_owner, 'resume_at', p_resume_at,
+                'owner', p_owner,
                 'lease_until', extract(epoch FROM clock_timestamp()) + p_lease))
             ON CONFLICT (task_id) DO NOTHING;
             IF NOT FOUND THEN

@@ -18,7 +18,7 @@ ORDER BY c.relname, a.attnum;
 -- name: drop_tables
 DROP FUNCTION IF EXISTS jr_checkpoint_begin(integer, integer, text, double precision, jsonb, text);
 DROP FUNCTION IF EXISTS jr_checkpoint_record_step(integer, text, integer, varchar, text, varchar,
-    varchar, integer, text, integer, integer, integer, double precision);
+    varchar, integer, text, integer, integer, double precision);
 DROP TABLE IF EXISTS jr_step_rewards, jr_task_checkpoints;
 
 -- name: begin_task
@@ -38,8 +38,7 @@ SELECT jr_checkpoint_record_step(
     %(task_id)s::text::integer, %(owner)s, %(step_number)s::text::integer, %(step_type)s,
     %(target_file)s, %(content_hash)s, %(execution_result)s,
     %(execution_time_ms)s::text::integer, %(error_detail)s,
-    %(last_completed_step)s::text::integer, %(total_steps)s::text::integer,
-    %(resume_at)s::text::integer, %(lease)s);
+    %(last_completed_step)s::text::integer, %(total_steps)s::text::integer, %(lease)s);
 
 -- name: renew_lease
 -- Pushes the lease's expiry back. Answers whether the task was lost: another worker took or

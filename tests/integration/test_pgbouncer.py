@@ -146,15 +146,13 @@ def test_a_task_and_its_retry_on_another_store(pgbouncer, dsn, mode):
         state = first.begin_task(31, 4)
         for number, result in enumerate(("success", "success", "failed")):
             first.record_step(31, number, owner=state.owner, execution_result=result,
-                              content_hash=f"h{number}", last_completed_step=min(number, 1),
-                              resume_at=2)
+                              content_hash=f"h{number}", last_completed_step=min(number, 1))
         assert first.release_task(31, state.owner, completed=False) is False
         retry = second.begin_task(31)
         assert retry.attempt == 2
         assert {n: (r.execution_result, r.content_hash) for n, r in retry.steps.items()} == {
             0: ("success", "h0"), 1: ("success", "h1"), 2: ("failed", "h2")}
         assert retry.checkpoint["last_completed_step"] == 1
-        assert retry.checkpoint["checkpoint_data"]["resume_at"] == 2
         for number in (2, 3):
             second.record_step(31, number, owner=retry.owner, execution_result="success",
                                last_completed_step=number)
@@ -198,7 +196,7 @@ def test_three_racing_workers_hold_the_task_one_at_a_time(pgbouncer, dsn, mode):
     assert rows(dsn, 41) == [(n, "success") for n in range(5)]  # each step row once
     with connect(dsn) as conn:
         assert one(conn, "SELECT checkpoint_data FROM jr_task_checkpoints WHERE task_id = 41") == {
-            "attempts": 3, "fence": 3, "resume_at": 0}  # three owners, none left
+            "attempts": 3, "fence": 3}  # three owners, none left
 
 
 def test_a_missing_pgbouncer_fails_in_one_line_and_is_never_skipped(monkeypatch):

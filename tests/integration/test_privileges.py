@@ -72,7 +72,7 @@ def record_one_step(dsn: str, task_id: int = 7) -> None:
         try:
             store.record_step(task_id, 0, owner=state.owner, execution_result="success",
                               step_type="write", target_file="a.txt", last_completed_step=0,
-                              total_steps=2, resume_at=1)
+                              total_steps=2)
         finally:
             store.release_task(task_id, state.owner, completed=False)
     finally:

@@ -99,10 +99,10 @@ def test_record_then_load_task_returns_the_rows_columns(store, dsn):
     owner = store.begin_task(7, 3).owner
     store.record_step(7, 0, owner=owner, execution_result="success", step_type="write",
                       target_file="a.py", content_hash=content_hash(write), execution_time_ms=12,
-                      last_completed_step=0, total_steps=3, resume_at=1)
+                      last_completed_step=0, total_steps=3)
     store.record_step(7, 1, owner=owner, execution_result="error", step_type="bash", target_file="",
                       content_hash=content_hash(shell), execution_time_ms=5,
-                      error_detail="RuntimeError: boom", last_completed_step=0, resume_at=1)
+                      error_detail="RuntimeError: boom", last_completed_step=0)
     rows = step_rows(dsn, 7)
     assert [{k: v for k, v in row.items() if k not in ("created_at", "updated_at")} for row in rows] == [
         {"step_number": 0, "step_type": "write", "target_file": "a.py",
@@ -118,7 +118,6 @@ def test_record_then_load_task_returns_the_rows_columns(store, dsn):
     assert [from_json(step) for step in loaded["steps"]] == rows
     checkpoint = checkpoint_row(dsn, 7)
     assert (checkpoint["last_completed_step"], checkpoint["total_steps"]) == (0, 3)  # total kept
-    assert checkpoint["checkpoint_data"]["resume_at"] == 1
     assert checkpoint["checkpoint_data"]["owner"] == owner
     assert from_json(loaded["checkpoint"]) == checkpoint
 
@@ -133,9 +132,9 @@ def test_begin_task_loads_the_task_in_one_round_trip(store, dsn):
     assert store.round_trips - before == 1
     assert (first.attempt, first.steps) == (1, {})
     store.record_step(7, 0, owner=first.owner, execution_result="success", content_hash="h0",
-                      step_type="write", target_file="a.py", last_completed_step=0, resume_at=1)
+                      step_type="write", target_file="a.py", last_completed_step=0)
     store.record_step(7, 1, owner=first.owner, execution_result="failed", content_hash="h1",
-                      last_completed_step=0, resume_at=1)
+                      last_completed_step=0)
     store.release_task(7, first.owner, completed=False)
     before = store.round_trips
     started = server_now(dsn)
@@ -148,7 +147,7 @@ def test_begin_task_loads_the_task_in_one_round_trip(store, dsn):
     data = state.checkpoint["checkpoint_data"]
     assert state.checkpoint == {"last_completed_step": 0, "total_steps": 4, "checkpoint_data": data}
     assert {k: v for k, v in data.items() if k != "lease_until"} == {
-        "attempts": 2, "resume_at": 1, "owner": state.owner, "fence": 2, "holder": holder_identity()}
+        "attempts": 2, "owner": state.owner, "fence": 2, "holder": holder_identity()}
     assert started + store.lease <= data["lease_until"] <= server_now(dsn) + store.lease
     assert lease_data(dsn, 7) == data
 
@@ -183,19 +182,18 @@ def test_record_step_upserts_on_task_and_step_number(store, dsn):
     assert table_counts(dsn) == (1, 1)
 
 
-def test_record_step_moves_the_checkpoint_and_the_lease_in_the_same_statement(store, dsn):
+def test_record_step_moves_the_checkpoint_in_the_same_statement(store, dsn):
     owner = store.begin_task(7).owner
     for number in range(3):
         lease_before = lease_data(dsn, 7)["lease_until"]
         before = store.round_trips
         store.record_step(7, number, owner=owner, execution_result="success",
-                          last_completed_step=number, total_steps=3 if number == 0 else None,
-                          resume_at=number + 1)
+                          last_completed_step=number, total_steps=3 if number == 0 else None)
         assert store.round_trips - before == 1
         row = checkpoint_row(dsn, 7)
         assert (row["last_completed_step"], row["total_steps"]) == (number, 3)
-        assert row["checkpoint_data"]["resume_at"] == number + 1
-        assert row["checkpoint_data"]["lease_until"] > lease_before  # every record renews the lease
+        # The lease is the keeper's business: a record rewrites no JSON.
+        assert row["checkpoint_data"]["lease_until"] == lease_before
     assert table_counts(dsn) == (3, 1)
 
 
@@ -204,8 +202,7 @@ def test_record_step_is_all_or_nothing(store, dsn):
     owner = store.begin_task(7).owner
     before = checkpoint_row(dsn, 7)
     with pytest.raises(StoreError, match=r"^record_step failed at .*: value too long"):
-        store.record_step(7, 0, owner=owner, execution_result="x" * 21, last_completed_step=5,
-                          resume_at=6)
+        store.record_step(7, 0, owner=owner, execution_result="x" * 21, last_completed_step=5)
     assert checkpoint_row(dsn, 7) == before
     assert table_counts(dsn) == (0, 1)
     store.record_step(7, 0, owner=owner, execution_result="success")  # and the connection is fine
@@ -224,12 +221,11 @@ def test_release_completed_removes_the_checkpoint_and_keeps_the_steps(store, dsn
 
 def test_release_unfinished_keeps_the_attempts_and_drops_the_owner(store, dsn):
     owner = store.begin_task(7, 2).owner
-    store.record_step(7, 0, owner=owner, execution_result="success", last_completed_step=0,
-                      resume_at=1)
+    store.record_step(7, 0, owner=owner, execution_result="success", last_completed_step=0)
     assert store.release_task(7, owner, completed=False) is False
     row = checkpoint_row(dsn, 7)
     assert (row["last_completed_step"], row["total_steps"]) == (0, 2)
-    assert row["checkpoint_data"] == {"attempts": 1, "fence": 1, "resume_at": 1}
+    assert row["checkpoint_data"] == {"attempts": 1, "fence": 1}
     with pytest.raises(TaskOwnershipLost):  # a released task is nobody's
         store.record_step(7, 1, owner=owner, execution_result="success")
     with stores(dsn, {}) as (other,):
@@ -358,8 +354,7 @@ def test_two_stores_exclude_each_other_on_a_task(dsn):
 def test_an_expired_lease_is_taken_and_its_former_owner_writes_nothing(dsn):
     with stores(dsn, {"lease": 0.5}, {}) as (a, b):
         first = a.begin_task(7)  # and never renewed: no hold()
-        a.record_step(7, 0, owner=first.owner, execution_result="success", last_completed_step=0,
-                      resume_at=1)
+        a.record_step(7, 0, owner=first.owner, execution_result="success", last_completed_step=0)
         expiry = lease_data(dsn, 7)["lease_until"]
         second = b.begin_task(7, wait=None)  # polls until the lease has expired
         data = second.checkpoint["checkpoint_data"]
@@ -368,8 +363,7 @@ def test_an_expired_lease_is_taken_and_its_former_owner_writes_nothing(dsn):
         assert second.steps == {0: StepRecord(0, "success", None, "unknown", "")}
         before = (step_rows(dsn, 7), checkpoint_row(dsn, 7))
         with pytest.raises(TaskOwnershipLost, match="another worker took it over"):
-            a.record_step(7, 1, owner=first.owner, execution_result="failed", last_completed_step=1,
-                          resume_at=9)
+            a.record_step(7, 1, owner=first.owner, execution_result="failed", last_completed_step=1)
         assert a.release_task(7, first.owner, completed=True) is False
         assert a.renew(7, first.owner) is False
         assert (step_rows(dsn, 7), checkpoint_row(dsn, 7)) == before  # it wrote nothing
@@ -666,13 +660,13 @@ def test_the_host_seed_methods_mid_task_do_not_take_the_task_from_its_worker(sto
     """The seed's save_checkpoint() replaces checkpoint_data and cleanup_checkpoints() deletes
     the row: nobody took the task, so its worker keeps recording and keeps it."""
     owner = store.begin_task(41, 3).owner
-    store.record_step(41, 0, owner=owner, execution_result="success", last_completed_step=0, resume_at=1)
+    store.record_step(41, 0, owner=owner, execution_result="success", last_completed_step=0)
     if host_call == "save_checkpoint":
         assert store.save_checkpoint(41, 0, 3, {"note": "the host's own"})
     else:
         assert store.cleanup_checkpoints(41)
     assert store.renew(41, owner) is True
-    store.record_step(41, 1, owner=owner, execution_result="success", last_completed_step=1, resume_at=2)
+    store.record_step(41, 1, owner=owner, execution_result="success", last_completed_step=1)
     other = CheckpointStore(dsn)
     try:
         assert other.begin_task(41, wait=0) is None  # still held, by its worker

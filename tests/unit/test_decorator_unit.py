@@ -319,7 +319,7 @@ def test_last_completed_step_is_the_end_of_the_unbroken_run_of_successes(store):
     original = store.record_step
 
     def spy(task_id, step_number, **fields):
-        marks.append((step_number, fields["last_completed_step"], fields["resume_at"]))
+        marks.append((step_number, fields["last_completed_step"], fields["last_completed_step"] + 1))
         original(task_id, step_number, **fields)
 
     store.record_step = spy

@@ -263,7 +263,7 @@ def test_record_step_is_one_statement_with_bounded_values(connect):
     store = make_store(lease=12.5)
     store.record_step(7, 3, owner="me", execution_result="error", step_type="t" * 200,
                       target_file="a\x00b", content_hash="h" * 64, execution_time_ms=-5,
-                      error_detail="e" * 100_000, last_completed_step=2, total_steps=9, resume_at=3)
+                      error_detail="e" * 100_000, last_completed_step=2, total_steps=9)
     store.record_step(7, 4, owner="me", execution_result="success", execution_time_ms=2**40)
     (sql, params), (_, second) = conn.executed
     assert conn.names == ["record_step", "record_step"]
@@ -275,13 +275,13 @@ def test_record_step_is_one_statement_with_bounded_values(connect):
         "task_id": 7, "owner": "me", "step_number": 3, "step_type": "t" * 50,
         "target_file": "a\\x00b", "content_hash": "h" * 64, "execution_result": "error",
         "execution_time_ms": 0, "error_detail": "e" * (MAX_TEXT_BYTES - len(SUFFIX)) + SUFFIX,
-        "last_completed_step": 2, "total_steps": 9, "resume_at": 3, "lease": 12.5,
+        "last_completed_step": 2, "total_steps": 9, "lease": 12.5,
     }
     assert second["execution_time_ms"] == 2**31 - 1
     assert second["step_type"] == "unknown"
     assert second["target_file"] == ""
     assert second["error_detail"] is None
-    assert (second["last_completed_step"], second["total_steps"], second["resume_at"]) == (-1, None, 0)
+    assert (second["last_completed_step"], second["total_steps"]) == (-1, None)
     assert store.round_trips == 2
 
 
