@@ -83,7 +83,7 @@ def _wrap_target(installation: _Installation, module: Any, path: list[str]) -> N
         _missing(installation, f"{module.__name__}.{'.'.join(path[:-1])}")
         return
     name = path[-1]
-    original = owner.__dict__.get(name, _MISSING)
+    original = _defined(owner, name)
     if original is _MISSING:
         _missing(installation, f"{module.__name__}.{'.'.join(path)}")
         return
@@ -91,9 +91,20 @@ def _wrap_target(installation: _Installation, module: Any, path: list[str]) -> N
         wrapper = decorator.StepSequenceWrapper(installation.options)
         installation.wrappers.append(wrapper)
         _set(installation, owner, name, wrapt.FunctionWrapper(original, wrapper))
-    queue_task = owner.__dict__.get("process_queue_task", _MISSING) if isinstance(owner, type) else _MISSING
+    queue_task = _defined(owner, "process_queue_task")
     if queue_task is not _MISSING and not decorator.is_queue_task_wrapper(queue_task):
         _set(installation, owner, "process_queue_task", decorator.wrap_queue_task(queue_task))
+
+
+def _defined(owner: Any, name: str) -> Any:
+    """``name`` as the class defines or inherits it (from the defining class's ``__dict__``,
+    so a method stays a plain function), else _MISSING."""
+    if not isinstance(owner, type):
+        return owner.__dict__.get(name, _MISSING)
+    for cls in owner.__mro__:
+        if name in cls.__dict__:
+            return cls.__dict__[name]
+    return _MISSING
 
 
 # -- the seed's Step 3 trio, for a JrQueueClient that lacks it: one implementation, the store's --

@@ -153,3 +153,13 @@ class Executor:
             if not result.get("success"):
                 break
         return results
+
+
+class QueueExecutor(Executor):
+    """An executor with the host's entry point: process_queue_task(task) runs task['steps']."""
+
+    def __init__(self):
+        super().__init__(task_id=None)
+
+    def process_queue_task(self, task):
+        return self.execute_steps(task["steps"])

@@ -483,3 +483,39 @@ def test_uninstall_closes_the_shared_default_store(mocker):
     assert shared.calls.count("begin") == 1
     jr_checkpoint.uninstall()
     assert shared.close.call_count == 1
+
+
+def test_the_task_id_of_process_queue_task_stays_with_its_call_thread_and_instance():
+    import jr_checkpoint
+    from tests.fakes import QueueExecutor
+
+    store = FakeStore()
+    both_inside = threading.Barrier(2, timeout=10)
+
+    class Meeting(QueueExecutor):
+        def execute(self, step):
+            if step.get("meet"):
+                both_inside.wait()  # both threads are inside their own task at once
+            return super().execute(step)
+
+    jr_checkpoint.install(store=store, target="tests.fakes:QueueExecutor.execute_steps")
+    try:
+        def work(task_id):
+            Meeting().process_queue_task({"id": task_id, "steps": [{"n": task_id, "meet": True}]})
+
+        threads = [threading.Thread(target=work, args=(task_id,)) for task_id in (21, 22)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert store.results(21) == {0: "success"} and store.results(22) == {0: "success"}
+        assert store.rows[(21, 0)]["content_hash"] == content_hash({"n": 21, "meet": True})
+        calls = len(store.calls)
+        executor = QueueExecutor()
+        executor.process_queue_task({"id": 23, "steps": []})
+        executor.execute_steps([{"n": 1}])  # outside any process_queue_task: no task, unchecked
+        other = QueueExecutor()
+        other.process_queue_task({"id": "not-an-int", "steps": [{"n": 2}]})
+        assert store.calls[calls:] == ["begin", "hold", "release"]  # task 23's empty list only
+    finally:
+        jr_checkpoint.uninstall()
