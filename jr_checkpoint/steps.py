@@ -117,14 +117,15 @@ def step_type(step: Any) -> Any:
     return step.get("type", "unknown") if isinstance(step, Mapping) else "unknown"
 
 
-def identity(step: Any) -> list:
-    """What decides a step's effect (see the module docstring); raises on a hostile step."""
+def identity(step: Any) -> list[str]:
+    """What decides a step's effect, as strings (see the module docstring); raises on a
+    hostile step."""
     if not isinstance(step, Mapping):
         return ["json", canonical_json(step)]
     kind = step.get("type")
     args = _args(step)
     if kind == "file":
-        operation = args.get("operation", "write")
+        operation = _text(args.get("operation", "write"))
         if operation in ("write", "partial_edit"):
             operation = "put"
         return ["file", operation, _text(target_file(step)), _squeeze(args.get("content", ""))]
@@ -138,8 +139,11 @@ def identity(step: Any) -> list:
 
 
 def digest(step: Any) -> str:
-    """SHA-256 hex of the step's identity: what ``step_content_hash`` holds."""
-    return _sha256(canonical_json([IDENTITY_VERSION, *identity(step)]))
+    """SHA-256 hex of the step's identity: what ``step_content_hash`` holds.
+
+    Each part is length-prefixed, so no two identities share a text.
+    """
+    return _sha256("".join(f"{len(part)}:{part}" for part in (IDENTITY_VERSION, *identity(step))))
 
 
 # -- numbering: positions in this call's list -------------------------------------------------

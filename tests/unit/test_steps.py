@@ -204,3 +204,16 @@ def test_a_row_written_by_jr_checkpoint_0_1_matches_its_own_step_at_its_position
     rows = {2: (SUCCESS, legacy_hash(step))}
     assert plan(rows).match(2, step, digest(step))
     assert not plan(rows).match(2, {**step, "content": "y"}, "other")
+
+
+def test_an_odd_operation_or_command_value_is_still_identified():
+    assert digest({"type": "file", "args": {"operation": 3, "path": "a", "content": "x"}}) != \
+        digest({"type": "file", "args": {"operation": "3x", "path": "a", "content": "x"}})
+    assert digest({"type": "bash", "command": ["ls", "-l"]}) != digest({"type": "bash", "command": "ls"})
+
+
+def test_parts_cannot_run_into_each_other():
+    def sr(search, replace):
+        return {"type": "search_replace", "args": {"path": "p", "search": search, "replace": replace}}
+
+    assert digest(sr("ab", "c")) != digest(sr("a", "bc"))
