@@ -399,9 +399,9 @@ def test_records_kept_during_an_outage_are_written_when_the_ledger_answers(make,
         return real(*args, **kwargs)
 
     mocker.patch.object(store, "record_step", side_effect=flaky)
-    from jr_checkpoint import decorator
+    from jr_checkpoint.call import TaskRun
 
-    mocker.patch.object(decorator._Run, "FLUSH_EVERY", 0.0)
+    mocker.patch.object(TaskRun, "FLUSH_EVERY", 0.0)
     cls().execute_steps([{"n": 0}, {"n": 1}, {"n": 2}])
     assert store.results(1) == {0: "success", 1: "success", 2: "success"}
 
