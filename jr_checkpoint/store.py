@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -38,6 +37,7 @@ import psycopg2
 from . import db
 from . import dsn as dsn_module
 from .errors import DatabaseUnavailable, StoreError, TaskOwnershipLost
+from .lease import LeaseKeeper, holder_identity, holder_is_dead
 from .log import emit
 from .sql import QUERIES
 
@@ -68,46 +68,6 @@ def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
         return data.decode("utf-8")
     keep = limit - len(_TRUNCATED.encode())
     return data[:keep].decode("utf-8", errors="ignore") + _TRUNCATED
-
-
-# -- the owner's process, so a worker on the same host can tell that it died ----------------
-
-def _process_identity(pid: int) -> str | None:
-    """boot id + PID namespace + start time of ``pid`` as this process sees it (Linux): unique
-    across pid reuse; None elsewhere. The namespace is this process's own: a pid names a
-    process only within one PID namespace (another's namespace is not ours to read)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as handle:
-            boot = handle.read().strip()
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-        with open(f"/proc/{pid}/stat") as handle:
-            stat = handle.read()
-        start = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after "comm"
-        return f"{boot}:{namespace}:{start}"
-    except (OSError, IndexError):
-        return None
-
-
-def holder_identity() -> dict[str, Any]:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "proc": _process_identity(pid)}
-
-
-def holder_is_dead(holder: Any) -> bool:
-    """True only when ``holder`` ran on this host and its process no longer exists.
-
-    "This host" is the same host name, kernel boot and PID namespace: a machine or a
-    container that shares only the host name (clones, containers on the host's UTS
-    namespace) has pids that mean nothing here, so its holder is never judged dead.
-    """
-    if not isinstance(holder, Mapping) or holder.get("host") != socket.gethostname():
-        return False
-    pid, proc, mine = holder.get("pid"), holder.get("proc"), _process_identity(os.getpid())
-    if not isinstance(pid, int) or not isinstance(proc, str) or mine is None:
-        return False  # cannot tell here
-    if proc.rpartition(":")[0] != mine.rpartition(":")[0]:
-        return False  # another boot or another PID namespace: cannot tell
-    return _process_identity(pid) != proc
 
 
 @dataclass(frozen=True)
@@ -162,7 +122,7 @@ class CheckpointStore:
         self._conn: Any = None
         self._pid = os.getpid()
         self._orphans: list[Any] = []  # a parent's connections, kept so a child never closes them
-        self._keeper: _LeaseKeeper | None = None
+        self._keeper: LeaseKeeper | None = None
         self.round_trips = 0
 
     # -- connection -------------------------------------------------------------------------
@@ -315,7 +275,7 @@ class CheckpointStore:
         """Keep renewing this lease in the background until :meth:`forget_lease`."""
         with self._lock:
             if self._keeper is None:
-                self._keeper = _LeaseKeeper(self)
+                self._keeper = LeaseKeeper(self)
             keeper = self._keeper
         keeper.add(task_id, owner)
 
@@ -423,52 +383,6 @@ class CheckpointStore:
             emit(logger, logging.WARNING, "[JrQueue] Failed to cleanup checkpoints for task %s: %s",
                  task_id, exc, action="cleanup_checkpoints_failed")
             return False
-
-
-class _LeaseKeeper:
-    """One daemon thread per store: renews the leases it holds every third of a lease."""
-
-    def __init__(self, store: CheckpointStore):
-        self.store = store
-        self.leases: dict[tuple[int, str], bool] = {}  # (task, owner) -> lost
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.stopped = False
-        self.thread = threading.Thread(target=self._loop, name="jr-checkpoint-lease", daemon=True)
-        self.thread.start()
-
-    def add(self, task_id: int, owner: str) -> None:
-        with self.lock:
-            self.leases[(task_id, owner)] = False
-
-    def remove(self, task_id: int, owner: str) -> None:
-        with self.lock:
-            self.leases.pop((task_id, owner), None)
-
-    def is_lost(self, task_id: int, owner: str) -> bool:
-        with self.lock:
-            return self.leases.get((task_id, owner), False)
-
-    def stop(self) -> None:
-        self.stopped = True
-        self.wake.set()
-        if self.thread is not threading.current_thread():
-            self.thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self.wake.wait(self.store.lease / 3):
-            with self.lock:
-                held = [key for key, lost in self.leases.items() if not lost]
-            for task_id, owner in held:
-                try:
-                    kept = self.store.renew(task_id, owner)
-                except Exception:  # down for now: the next tick tries again
-                    continue
-                if not kept:
-                    with self.lock:
-                        if (task_id, owner) in self.leases:
-                            self.leases[(task_id, owner)] = True
-        self.wake.clear()
 
 
 def _json(value: Mapping[str, Any] | None) -> str | None:

@@ -17,12 +17,12 @@ import pytest
 from jr_checkpoint import schema
 from jr_checkpoint.dsn import resolve
 from jr_checkpoint.errors import SchemaMissing, StoreError, TaskOwnershipLost
+from jr_checkpoint.lease import holder_identity
 from jr_checkpoint.steps import digest as content_hash
 from jr_checkpoint.store import (
     MAX_TEXT_BYTES,
     CheckpointStore,
     StepRecord,
-    holder_identity,
 )
 from tests.conftest import query, record_row
 

@@ -17,6 +17,7 @@ import psycopg2.errors
 import pytest
 
 from jr_checkpoint import dsn as dsn_module
+from jr_checkpoint import lease as lease_module
 from jr_checkpoint import store as store_module
 from jr_checkpoint.errors import (
     DatabaseUnavailable,
@@ -25,6 +26,7 @@ from jr_checkpoint.errors import (
     TaskLockedError,
     TaskOwnershipLost,
 )
+from jr_checkpoint.lease import holder_identity, holder_is_dead
 from jr_checkpoint.sql import QUERIES
 from jr_checkpoint.store import (
     MAX_TEXT_BYTES,
@@ -32,8 +34,6 @@ from jr_checkpoint.store import (
     StepRecord,
     TaskState,
     bound_text,
-    holder_identity,
-    holder_is_dead,
 )
 
 SUFFIX = "\n...[truncated by jr-checkpoint]"
@@ -335,7 +335,7 @@ def test_begin_task_is_one_call_and_parses_its_answer(connect):
     assert len(params["owner"]) == 32 and int(params["owner"], 16) >= 0  # a random token
     assert params["takeover"] == params["owner"]  # nobody else's: a resend takes it again
     assert json.loads(params["holder"]) == {"host": socket.gethostname(), "pid": os.getpid(),
-                                            "proc": store_module._process_identity(os.getpid())}
+                                            "proc": lease_module.process_identity(os.getpid())}
     assert isinstance(state, TaskState)
     assert state.owner == params["owner"]
     assert state.attempt == 3
@@ -427,7 +427,7 @@ def live_child():
 
 def stale_identity(start="1"):
     """This boot and PID namespace, a start time no live process has."""
-    return store_module._process_identity(os.getpid()).rpartition(":")[0] + ":" + start
+    return lease_module.process_identity(os.getpid()).rpartition(":")[0] + ":" + start
 
 
 def test_a_holder_on_this_host_whose_process_is_gone_is_dead(dead_pid):
@@ -435,7 +435,7 @@ def test_a_holder_on_this_host_whose_process_is_gone_is_dead(dead_pid):
 
 
 def test_a_live_holder_on_this_host_is_not_dead(live_child):
-    identity = store_module._process_identity(live_child.pid)
+    identity = lease_module.process_identity(live_child.pid)
     assert identity is not None
     assert not holder_is_dead({"host": socket.gethostname(), "pid": live_child.pid, "proc": identity})
     assert not holder_is_dead(holder_identity())  # this very process
@@ -460,7 +460,7 @@ def test_a_holder_on_another_host_is_never_dead(dead_pid):
 
 
 def test_the_identity_is_boot_namespace_and_start_time():
-    boot, namespace, start = store_module._process_identity(os.getpid()).split(":")
+    boot, namespace, start = lease_module.process_identity(os.getpid()).split(":")
     with open("/proc/sys/kernel/random/boot_id") as handle:
         assert boot == handle.read().strip()
     assert namespace == str(os.stat("/proc/self/ns/pid").st_ino)
@@ -471,7 +471,7 @@ def test_the_identity_is_boot_namespace_and_start_time():
 def test_a_holder_sharing_only_the_host_name_is_never_dead(dead_pid, live_child, where):
     # Another machine with the same name, or a container on this host's UTS namespace: the
     # pid (dead here, or another process here) names nothing we can see.
-    boot, namespace, start = store_module._process_identity(live_child.pid).split(":")
+    boot, namespace, start = lease_module.process_identity(live_child.pid).split(":")
     proc = {"another boot": f"00000000-0000-0000-0000-000000000000:{namespace}:{start}",
             "another pid namespace": f"{boot}:1:{start}",
             "an older version": f"{boot}:{start}"}[where]

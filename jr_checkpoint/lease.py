@@ -1,0 +1,101 @@
+"""Who may run a task: the owner's identity, and the thread that keeps its leases alive.
+
+A lease (see :mod:`jr_checkpoint.store`) names its holder's host and process, so that a
+worker on the same host can see that the holder died and take the task at once, instead of
+waiting for the lease to expire. :class:`LeaseKeeper` renews the leases a store holds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+
+def process_identity(pid: int) -> str | None:
+    """boot id + PID namespace + start time of ``pid`` as this process sees it (Linux): unique
+    across pid reuse; None elsewhere. The namespace is this process's own: a pid names a
+    process only within one PID namespace (another's namespace is not ours to read)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+        start = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after "comm"
+        return f"{boot}:{namespace}:{start}"
+    except (OSError, IndexError):
+        return None
+
+
+def holder_identity() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "proc": process_identity(pid)}
+
+
+def holder_is_dead(holder: Any) -> bool:
+    """True only when ``holder`` ran on this host and its process no longer exists.
+
+    "This host" is the same host name, kernel boot and PID namespace: a machine or a
+    container that shares only the host name (clones, containers on the host's UTS
+    namespace) has pids that mean nothing here, so its holder is never judged dead.
+    """
+    if not isinstance(holder, Mapping) or holder.get("host") != socket.gethostname():
+        return False
+    pid, proc, mine = holder.get("pid"), holder.get("proc"), process_identity(os.getpid())
+    if not isinstance(pid, int) or not isinstance(proc, str) or mine is None:
+        return False  # cannot tell here
+    if proc.rpartition(":")[0] != mine.rpartition(":")[0]:
+        return False  # another boot or another PID namespace: cannot tell
+    return process_identity(pid) != proc
+
+
+class LeaseKeeper:
+    """One daemon thread per store: renews the leases it holds every third of a lease."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.leases: dict[tuple[int, str], bool] = {}  # (task, owner) -> lost
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, name="jr-checkpoint-lease", daemon=True)
+        self.thread.start()
+
+    def add(self, task_id: int, owner: str) -> None:
+        with self.lock:
+            self.leases[(task_id, owner)] = False
+
+    def remove(self, task_id: int, owner: str) -> None:
+        with self.lock:
+            self.leases.pop((task_id, owner), None)
+
+    def is_lost(self, task_id: int, owner: str) -> bool:
+        with self.lock:
+            return self.leases.get((task_id, owner), False)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.wake.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self.wake.wait(self.store.lease / 3):
+            with self.lock:
+                held = [key for key, lost in self.leases.items() if not lost]
+            for task_id, owner in held:
+                try:
+                    kept = self.store.renew(task_id, owner)
+                except Exception:  # down for now: the next tick tries again
+                    continue
+                if not kept:
+                    with self.lock:
+                        if (task_id, owner) in self.leases:
+                            self.leases[(task_id, owner)] = True
+        self.wake.clear()
+
+
+__all__ = ["LeaseKeeper", "holder_identity", "holder_is_dead", "process_identity"]
