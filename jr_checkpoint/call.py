@@ -133,7 +133,7 @@ class TaskRun:
         except Exception as exc:  # the escalation failed: still exhausted, with the cause attached
             raise TaskExhaustedError(f"{message} (on_exhausted failed: {safe_text(exc)})") from exc
         finally:
-            self.finish(completed=False)
+            self.finish(completed=False, exhausted=True)
         raise TaskExhaustedError(message)
 
     def _advance_resume_point(self) -> None:
@@ -146,7 +146,7 @@ class TaskRun:
             return False
         return all(position in self.succeeded for position in range(len(self.steps.items)))
 
-    def finish(self, completed: bool) -> None:
+    def finish(self, completed: bool, exhausted: bool = False) -> None:
         """Write what is pending, give the task up; when every step succeeded, drop its checkpoint."""
         owner, self.owner = self.owner, None
         if owner is None:
@@ -161,7 +161,8 @@ class TaskRun:
                       self.task_id, len(self.pending), action="records_lost")
         try:
             done = completed and not self.degraded
-            if self.store.release_task(self.task_id, owner, completed=done, patient=not self.degraded):
+            if self.store.release_task(self.task_id, owner, completed=done, exhausted=exhausted,
+                                       patient=not self.degraded):
                 self._log(logging.INFO, "[CHECKPOINT] task %s complete, checkpoint cleaned up",
                           self.task_id, action="task_completed")
         except Exception as exc:  # the lease expires by itself

@@ -259,11 +259,14 @@ class CheckpointStore:
         attempt = data.get("attempts") if isinstance(data, dict) else None
         return TaskState(attempt if isinstance(attempt, int) else 1, checkpoint, records, owner)
 
-    def release_task(self, task_id: int, owner: str, *, completed: bool, patient: bool = True) -> bool:
-        """Give the task up; when ``completed``, drop its checkpoint row. True if it was dropped."""
+    def release_task(self, task_id: int, owner: str, *, completed: bool, exhausted: bool = False,
+                     patient: bool = True) -> bool:
+        """Give the task up; when ``completed``, drop its checkpoint row; when ``exhausted``
+        (its attempts are used up), mark the row so. True if the row was dropped."""
         self.forget_lease(task_id, owner)
         removed, _ = self._run("release_task", {"task_id": task_id, "owner": owner,
-                                                "completed": completed}, patient=patient)
+                                                "completed": completed, "exhausted": exhausted},
+                               patient=patient)
         return bool(removed)
 
     def renew(self, task_id: int, owner: str) -> bool:

@@ -118,7 +118,7 @@ class FakeStore:
         self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 1}})
         self.checkpoints[task_id]["last_completed_step"] = fields["last_completed_step"]
 
-    def release_task(self, task_id, owner, *, completed, patient=True):
+    def release_task(self, task_id, owner, *, completed, exhausted=False, patient=True):
         self.calls.append("release")
         self.held.discard(task_id)
         if completed:

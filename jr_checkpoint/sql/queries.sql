@@ -59,14 +59,17 @@ SELECT NOT EXISTS (SELECT 1 FROM renewed)
 
 -- name: release_task
 -- Gives the task up. When every step succeeded the checkpoint row goes (step rows stay as
--- history); otherwise it stays, without an owner, for the next attempt.
+-- history); otherwise it stays, without an owner, for the next attempt, marked "exhausted"
+-- when the task used up its attempts (the dashboard shows it so; `reset` forgets it).
 WITH gone AS (
     DELETE FROM jr_task_checkpoints
     WHERE task_id = %(task_id)s AND %(completed)s AND checkpoint_data ->> 'owner' = %(owner)s
     RETURNING 1
 ), kept AS (
     UPDATE jr_task_checkpoints
-    SET checkpoint_data = checkpoint_data - 'owner' - 'lease_until' - 'holder', updated_at = NOW()
+    SET checkpoint_data = checkpoint_data - 'owner' - 'lease_until' - 'holder'
+            || CASE WHEN %(exhausted)s THEN '{"exhausted": true}'::jsonb ELSE '{}'::jsonb END,
+        updated_at = NOW()
     WHERE task_id = %(task_id)s AND NOT %(completed)s AND checkpoint_data ->> 'owner' = %(owner)s
     RETURNING 1
 )

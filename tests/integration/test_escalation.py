@@ -201,4 +201,7 @@ def test_exhausted_tasks_go_to_a_dead_letter_table_through_install(host_db, tmp_
     ((task_id, checkpoint),) = query(dsn, "SELECT task_id, checkpoint FROM jr_dead_letters")
     assert task_id == 21
     assert checkpoint["checkpoint_data"]["attempts"] == 4
+    # The ledger says so too (the dashboard shows the task as exhausted), until a reset.
+    ((data,),) = query(dsn, "SELECT checkpoint_data FROM jr_task_checkpoints WHERE task_id = 21")
+    assert data["exhausted"] is True and "owner" not in data
     assert checkpoint["last_completed_step"] == -1

@@ -706,7 +706,7 @@ def test_release_task_sends_the_owner_and_says_whether_the_row_went(connect, ans
     connect.side_effect = [conn]
     assert make_store().release_task(7, "me", completed=completed) is removed
     assert conn.names == ["release_task"]
-    assert conn.executed[0][1] == {"task_id": 7, "owner": "me", "completed": completed}
+    assert conn.executed[0][1] == {"task_id": 7, "owner": "me", "completed": completed, "exhausted": False}
 
 
 def test_renew_says_whether_the_owner_still_owns_the_task(connect):
