@@ -66,13 +66,11 @@ def _migrate(args: argparse.Namespace, target: dsn_module.Target) -> int:
         schema.drop_tables(target, args.connect_timeout)
         print(f"{PREFIX} Tables dropped: {', '.join(schema.TABLE_NAMES)}")
         return 0
-    before = schema.existing_tables(target, args.connect_timeout)
-    counts = schema.create_tables(target, args.connect_timeout)
-    created = [table for table in counts if table not in before]
+    counts, created = schema.migrate(target, args.connect_timeout)
     if created:
         print(f"{PREFIX} Tables created: {', '.join(created)}")
     if len(created) < len(counts):
-        print(f"{PREFIX} Tables already present: {', '.join(t for t in counts if t in before)}")
+        print(f"{PREFIX} Tables already present: {', '.join(t for t in counts if t not in created)}")
     for table, count in counts.items():
         print(f"{PREFIX} {table}: {count} rows")
     print(f"{PREFIX} Done — For Seven Generations")

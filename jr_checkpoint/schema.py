@@ -24,22 +24,32 @@ WORKER_FUNCTIONS: tuple[str, ...] = (
 
 
 def create_tables(target: Target, connect_timeout: float | None = 5) -> dict[str, int]:
-    """Create the tables and indexes if missing; return each table's row count.
+    """Create the tables and indexes if missing; return each table's row count."""
+    return migrate(target, connect_timeout)[0]
+
+
+def migrate(target: Target, connect_timeout: float | None = 5) -> tuple[dict[str, int], list[str]]:
+    """Create the tables, indexes and functions; return each table's row count, and the tables
+    this call created (the others were there already).
 
     All or nothing, in one transaction. ``CREATE ... IF NOT EXISTS`` is not safe when two
     sessions run it at once (both pass the check, one fails on a unique index of the
-    catalog), so the transaction first takes an advisory lock that serializes migrations.
+    catalog), so the transaction first takes an advisory lock that serializes migrations;
+    what exists is read after the lock, so of several migrations at once exactly one says it
+    created the tables.
     """
     with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "migration"):
         with conn, conn.cursor() as cur:  # commits, or rolls back on any error
             cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
+            cur.execute(QUERIES["table_columns"])
+            before = {table for table, _column, _type in cur.fetchall()}
             cur.execute(SCHEMA)
             cur.execute(FUNCTIONS)
             counts = {}
             for table in TABLE_NAMES:
                 cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
                 counts[table] = cur.fetchone()[0]
-    return counts
+    return counts, [table for table in TABLE_NAMES if table not in before]
 
 
 def check(target: Target, connect_timeout: float | None = 5) -> list[str]:
@@ -47,14 +57,6 @@ def check(target: Target, connect_timeout: float | None = 5) -> list[str]:
     with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):
         with conn, conn.cursor() as cur:
             return _table_problems(cur) or _privilege_problems(cur)
-
-
-def existing_tables(target: Target, connect_timeout: float | None = 5) -> set[str]:
-    """Which of the two tables exist now (so that `migrate` says what it created)."""
-    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "table check"):
-        with conn, conn.cursor() as cur:
-            cur.execute(QUERIES["table_columns"])
-            return {table for table, _column, _type in cur.fetchall()}
 
 
 def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]:
