@@ -78,7 +78,7 @@ LIMIT %(limit)s;
 -- name: stats_failing
 -- The steps (by type and target) that failed most: failing now, or succeeded only on a re-run.
 -- Counted in one hashed pass; the last error is then fetched for the few groups shown only,
--- through idx_step_rewards_updated (an ordered aggregate over every row would sort them all).
+-- through idx_step_rewards_window (an ordered aggregate over every row would sort them all).
 WITH per_step AS (
     SELECT step_type, target_file,
            count(*) FILTER (WHERE execution_result <> 'success' OR updated_at > created_at) AS troubled,
@@ -151,7 +151,7 @@ SELECT LEAST((SELECT min(task_id) FROM jr_step_rewards),
 --
 -- Last activity: the checkpoint's updated_at for a task that has one (every recorded step
 -- moves it, and so does the start of an attempt), else its newest step row. Finished tasks
--- are found by walking idx_step_rewards_updated from the newest row down and keeping each
+-- are found by walking idx_step_rewards_window from the newest row down and keeping each
 -- task's newest row, so a page costs a few hundred index probes however big the ledger is.
 WITH locked AS (
     SELECT objid::bigint AS lock_key
