@@ -57,8 +57,9 @@ def _rows(cur: Any, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
 def stats(target: Target, since_seconds: int | None = None, *, limit: int = 5,
           connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> dict[str, Any]:
     """Per step type, then the slowest and the most-failing steps, over the window (or all time)."""
-    params = {"seconds": since_seconds, "limit": limit}
     with cursor(target, connect_timeout) as cur:
+        cur.execute(REPORTS["window_start"], {"seconds": since_seconds})
+        params = {"since": cur.fetchone()[0], "limit": limit}  # one start for every query
         cur.execute(REPORTS["stats_by_type"], params)
         by_type = [
             dict(zip(("step_type", "is_total", "steps", "success_pct", "rerun", "failing",

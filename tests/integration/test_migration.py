@@ -204,8 +204,11 @@ SEED_INDEXES = [
 
 # Indexes the package adds to the seed's tables (columns and constraints stay the seed's).
 ADDED_INDEXES = [
-    ("jr_step_rewards", "idx_step_rewards_updated",
-     "CREATE INDEX idx_step_rewards_updated ON jr_step_rewards USING btree (updated_at, task_id)"),
+    ("jr_step_rewards", "idx_step_rewards_time",
+     "CREATE INDEX idx_step_rewards_time ON jr_step_rewards USING btree (execution_time_ms)"),
+    ("jr_step_rewards", "idx_step_rewards_window",
+     "CREATE INDEX idx_step_rewards_window ON jr_step_rewards USING btree (updated_at, task_id)"
+     " INCLUDE (step_type, execution_result, execution_time_ms, created_at)"),
 ]
 
 
