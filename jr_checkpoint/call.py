@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import steps as step_rules
@@ -204,7 +204,7 @@ class TaskRun:
         finally:
             self.in_step = False
         elapsed = int((clock() - started) * 1000)
-        if isinstance(result, Mapping):
+        if step_rules.is_mapping(result):
             outcome = SUCCESS if result.get("success") else FAILED
             error = None if outcome == SUCCESS else result.get("error")
         else:

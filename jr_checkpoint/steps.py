@@ -90,9 +90,14 @@ def host_hash(task_id: int, step_number: int, step_type: Any, target_file: Any) 
 
 # -- what a step is ---------------------------------------------------------------------------
 
+def is_mapping(value: Any) -> bool:
+    """isinstance(value, Mapping), without the ABC check for a plain dict (the common case)."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _args(step: Mapping) -> Mapping:
     args = step.get("args")
-    return args if isinstance(args, Mapping) else {}
+    return args if is_mapping(args) else {}
 
 
 def _text(value: Any) -> str:
@@ -105,7 +110,7 @@ def _squeeze(value: Any) -> str:
 
 def target_file(step: Any) -> Any:
     """Where the step writes: ``args.path`` (the host's steps), else ``path`` / ``filepath``."""
-    if not isinstance(step, Mapping):
+    if not is_mapping(step):
         return ""
     for value in (_args(step).get("path"), step.get("path"), step.get("filepath")):
         if value:
@@ -114,13 +119,13 @@ def target_file(step: Any) -> Any:
 
 
 def step_type(step: Any) -> Any:
-    return step.get("type", "unknown") if isinstance(step, Mapping) else "unknown"
+    return step.get("type", "unknown") if is_mapping(step) else "unknown"
 
 
 def identity(step: Any) -> list[str]:
     """What decides a step's effect, as strings (see the module docstring); raises on a
     hostile step."""
-    if not isinstance(step, Mapping):
+    if not is_mapping(step):
         return ["json", canonical_json(step)]
     kind = step.get("type")
     args = _args(step)
@@ -259,7 +264,7 @@ class SlotPlan:
         if row.digest == host_hash(self.task_id, position, row.step_type, row.target_file):
             # The host's own loop wrote it: its identity is the position, type and target
             # as that loop computed them (step.get('path', step.get('filepath', ''))).
-            host_target = step.get("path", step.get("filepath", "")) if isinstance(step, Mapping) else ""
+            host_target = step.get("path", step.get("filepath", "")) if is_mapping(step) else ""
             if row.step_type == step_type(step) and (row.target_file or "") == (host_target or ""):
                 self._claim(position, position, True)
                 return True

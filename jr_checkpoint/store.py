@@ -61,6 +61,8 @@ def bound_text(value: Any, limit: int = MAX_TEXT_BYTES) -> str | None:
     """Text PostgreSQL can store: NUL bytes escaped, at most ``limit`` UTF-8 bytes."""
     if value is None:
         return None
+    if type(value) is str and len(value) <= limit and value.isascii() and "\x00" not in value:
+        return value  # the common case: nothing to escape, cut or replace
     text = str(value).replace("\x00", "\\x00")
     # "replace" also turns lone surrogates (os.fsdecode of a non-UTF-8 path) into "?".
     data = text.encode("utf-8", errors="replace")
