@@ -37,7 +37,7 @@ def test_benchmark_runs_every_configuration_and_leaves_every_row(dsn, dbos_datab
     out = done.stdout
     for label in ("undecorated executor", "decorated, fresh task", "decorated, full resume",
                   "the ledger's statement alone", "floor: one autocommit upsert per step",
-                  "DBOS Transact"):
+                  "the same, of a row of the seed's table", "DBOS Transact"):
         line = next(line for line in out.splitlines() if line.startswith(label))
         assert "(not run)" not in line
     assert "every executed step has its row" in out
@@ -49,6 +49,7 @@ def test_benchmark_runs_every_configuration_and_leaves_every_row(dsn, dbos_datab
     assert sorted(n for (n,) in counts if n == STEPS) == [STEPS, STEPS]
     # The floor table: one upsert per step.
     assert (STEPS,) in query(dsn, "SELECT count(*) FROM jr_bench_floor GROUP BY task_id")
+    assert (STEPS,) in query(dsn, "SELECT count(*) FROM jr_bench_seed_floor GROUP BY task_id")
     # DBOS: one operation row per step of the measured workflow.
     assert (STEPS,) in query(dbos_database, "SELECT count(*) FROM dbos.operation_outputs "
                                             "GROUP BY workflow_uuid")
@@ -62,6 +63,7 @@ def test_benchmark_cleans_up_after_itself_without_keep(dsn, dbos_database):
     assert done.returncode == 0, done.stderr
     assert query(dsn, "SELECT count(*) FROM jr_step_rewards") == [(0,)]
     assert query(dsn, "SELECT to_regclass('jr_bench_floor') IS NULL") == [(True,)]
+    assert query(dsn, "SELECT to_regclass('jr_bench_seed_floor') IS NULL") == [(True,)]
     ((name,),) = query(dsn, "SELECT current_database()")
     assert query(dsn, "SELECT count(*) FROM pg_database WHERE datname = %s",
                  (f"{name}_jr_bench_dbos",)) == [(0,)]
