@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from jr_checkpoint import CheckpointStore, checkpointed_steps, demo, embedded, reports, schema
 from jr_checkpoint.dsn import Target, first_line, resolve
+from jr_checkpoint.sql import SCHEMA
 
 FLOOR_TABLE = "jr_bench_floor"
 FLOOR_DDL = f"""CREATE TABLE IF NOT EXISTS {FLOOR_TABLE} (
@@ -52,21 +54,20 @@ ON CONFLICT (task_id, step_number) DO UPDATE SET
 # seed's two indexes. The least one durable step record costs in the schema the library is
 # bound to (the seed's), as the notes measure it; the plain floor above is cheaper still.
 SEED_FLOOR_TABLE = "jr_bench_seed_floor"
-SEED_FLOOR_DDL = f"""CREATE TABLE IF NOT EXISTS {SEED_FLOOR_TABLE} (
-    id SERIAL PRIMARY KEY,
-    task_id INTEGER NOT NULL,
-    step_number INTEGER NOT NULL,
-    step_type VARCHAR(50),
-    target_file TEXT,
-    step_content_hash VARCHAR(64),
-    execution_result VARCHAR(20) NOT NULL DEFAULT 'pending',
-    execution_time_ms INTEGER,
-    error_detail TEXT,
-    created_at TIMESTAMP DEFAULT NOW(),
-    updated_at TIMESTAMP DEFAULT NOW(),
-    UNIQUE(task_id, step_number));
-CREATE INDEX IF NOT EXISTS {SEED_FLOOR_TABLE}_task ON {SEED_FLOOR_TABLE}(task_id);
-CREATE INDEX IF NOT EXISTS {SEED_FLOOR_TABLE}_result ON {SEED_FLOOR_TABLE}(execution_result)"""
+
+
+def _seed_floor_ddl() -> str:
+    """schema.sql's own jr_step_rewards and the seed's two indexes, under another name (the
+    DDL lives only in schema.sql; the dashboard's indexes, not the seed's, are left out)."""
+    seed = SCHEMA.split("-- Not in the seed")[0]
+    table = re.search(r"CREATE TABLE IF NOT EXISTS jr_step_rewards \(.*?\n\);", seed, re.DOTALL)[0]
+    indexes = re.findall(r"CREATE INDEX IF NOT EXISTS \w+\s+ON jr_step_rewards\(\w+\);", seed)
+    ddl = "\n".join([table, *(index.replace("idx_step_rewards", f"idx_{SEED_FLOOR_TABLE}")
+                                for index in indexes)])
+    return ddl.replace("jr_step_rewards", SEED_FLOOR_TABLE)
+
+
+SEED_FLOOR_DDL = _seed_floor_ddl()
 SEED_FLOOR_UPSERT = f"""INSERT INTO {SEED_FLOOR_TABLE} (task_id, step_number, step_type, target_file,
     step_content_hash, execution_result, execution_time_ms, error_detail)
 VALUES (%s, %s, 'noop', %s, %s, 'success', 0, NULL)

@@ -250,10 +250,7 @@ class TaskRun:
             self.owner = None
             self.pending.clear()
             raise
-        except DatabaseUnavailable as exc:
-            self._degrade(exc, "recording a step")
-            return
-        except Exception as exc:  # a failed record never fails the step
+        except Exception as exc:  # a failed record never fails the step (an outage keeps them pending)
             self._degrade(exc, "recording a step")
             return
         if self.degraded:

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import demo, embedded, interrupts, patching, reports, run, schema
 from . import dsn as dsn_module
 from .errors import CheckpointError, ConfigurationError, PatchConflict, TaskLockedError
-from .steps import is_task_id
+from .steps import parse_task_id
 from .store import CheckpointStore
 
 PREFIX = "[Checkpoint Migration]"
@@ -180,11 +180,8 @@ def _count(text: str) -> int:
 
 
 def _task_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not is_task_id(value):
+    value = parse_task_id(text)
+    if value is None:
         raise argparse.ArgumentTypeError(f"task id must be an INTEGER (-2147483648..2147483647): {text!r}")
     return value
 

@@ -70,9 +70,10 @@ def _set(installation: _Installation, owner: type, name: str, value: Any) -> Non
 
 
 def _missing(installation: _Installation, what: str) -> None:
-    level = logging.WARNING if installation.explicit else logging.DEBUG
-    if level == logging.WARNING:
-        emit(logger, level, "[CHECKPOINT] %s not found; nothing installed there", what,
+    """Only a target the caller named is worth a warning: the defaults cover names that a
+    host imports one way or the other, never both."""
+    if installation.explicit:
+        emit(logger, logging.WARNING, "[CHECKPOINT] %s not found; nothing installed there", what,
              action="install_target_missing")
 
 

@@ -39,6 +39,15 @@ def is_task_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and _INT4_MIN <= value <= _INT4_MAX
 
 
+def parse_task_id(text: str) -> int | None:
+    """A task id typed by a person (the command line, a URL), or None when it is not one."""
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if is_task_id(value) else None
+
+
 # -- canonical JSON ---------------------------------------------------------------------------
 
 def _canonical(value: Any) -> Any:
@@ -297,5 +306,5 @@ class SlotPlan:
 
 
 __all__ = ["ERROR", "FAILED", "SUCCESS", "Row", "SlotPlan", "StepSequence", "canonical_json",
-           "digest", "host_hash", "identity", "is_task_id", "legacy_hash", "step_type",
+           "digest", "host_hash", "identity", "is_task_id", "legacy_hash", "parse_task_id", "step_type",
            "target_file"]

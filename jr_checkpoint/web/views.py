@@ -16,7 +16,7 @@ from flask import Blueprint, Response, render_template, request
 
 from ..dsn import Target
 from ..errors import CheckpointError, ConfigurationError, DatabaseUnavailable, SchemaMissing
-from ..steps import is_task_id
+from ..steps import parse_task_id
 from . import charts, ledger
 
 logger = logging.getLogger(__name__)
@@ -52,11 +52,8 @@ def _integer(name: str, default: int, low: int, high: int) -> int:
 
 
 def _task_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not is_task_id(value):
+    value = parse_task_id(text)
+    if value is None:
         raise BadParameter(f"bad task id {text!r}: use an INTEGER (-2147483648..2147483647)")
     return value
 
