@@ -74,13 +74,16 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# One encoder, made once: json.dumps() with options builds a new one at every call.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
 def canonical_json(value: Any) -> str:
     """Sorted keys, compact separators, values JSON cannot hold rendered with ``str``."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+        return _ENCODER.encode(value)
     except TypeError:  # keys of mixed types cannot be sorted: make them all strings first
-        return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"),
-                          default=_json_default)
+        return _ENCODER.encode(_canonical(value))
 
 
 def _sha256(text: str) -> str:
@@ -121,10 +124,12 @@ def target_file(step: Any) -> Any:
     """Where the step writes: ``args.path`` (the host's steps), else ``path`` / ``filepath``."""
     if not is_mapping(step):
         return ""
-    for value in (_args(step).get("path"), step.get("path"), step.get("filepath")):
-        if value:
-            return value
-    return ""
+    args = step.get("args")
+    if args and is_mapping(args):
+        path = args.get("path")
+        if path:
+            return path
+    return step.get("path") or step.get("filepath") or ""
 
 
 def step_type(step: Any) -> Any:
@@ -157,7 +162,10 @@ def digest(step: Any) -> str:
 
     Each part is length-prefixed, so no two identities share a text.
     """
-    return _sha256("".join(f"{len(part)}:{part}" for part in (IDENTITY_VERSION, *identity(step))))
+    return _sha256(_VERSION_PART + "".join([f"{len(part)}:{part}" for part in identity(step)]))
+
+
+_VERSION_PART = f"{len(IDENTITY_VERSION)}:{IDENTITY_VERSION}"
 
 
 # -- numbering: positions in this call's list -------------------------------------------------

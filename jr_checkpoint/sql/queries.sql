@@ -40,6 +40,14 @@ SELECT jr_checkpoint_record_step(
     %(execution_time_ms)s::text::integer, %(error_detail)s,
     %(last_completed_step)s::text::integer, %(total_steps)s::text::integer, %(lease)s);
 
+-- name: record_step_checked
+-- The same, for the common case, every integer already checked to be an INTEGER. The store
+-- writes the arguments in (store._inline): plain values as text (NULL, numbers, strings with
+-- nothing to escape), a psycopg2 placeholder for the rest. The server parses this text at
+-- every step; without the casts, and with few parameters for psycopg2 to quote (about 1.5 us
+-- each), the round trip costs about a fifth less.
+SELECT jr_checkpoint_record_step({values});
+
 -- name: renew_lease
 -- Pushes the lease's expiry back. Answers whether the task was lost: another worker took or
 -- released it (its fence stays). A row the host's own seed methods replaced or deleted is

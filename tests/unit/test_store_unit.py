@@ -159,12 +159,38 @@ class FakeConnection:
     def names(self):
         """The named query behind each statement sent."""
         by_text = {text: name for name, text in QUERIES.items()}
-        return [by_text.get(sql, sql) for sql, _ in self.executed]
+        return ["record_step" if sql.startswith(RECORD_CALL) else by_text.get(sql, sql)
+                for sql, _ in self.executed]
 
     def wait_for(self, count: int, timeout: float = 10.0) -> None:
         """A handshake: returns once ``count`` statements were sent (another thread sends them)."""
         with self.sent:
             assert self.sent.wait_for(lambda: len(self.executed) >= count, timeout), self.names
+
+
+RECORD_CALL = "SELECT jr_checkpoint_record_step("
+# What store._inline writes in: NULL, a number, a quoted string with no quote inside, or %s.
+ARGUMENT = re.compile(r"NULL|-?\d+(?:\.\d+)?(?:e[-+]?\d+)?|'[^']*'|%s")
+
+
+def sent_values(sql: str, params) -> list:
+    """The arguments of one record_step call as the server gets them, in order."""
+    assert sql.startswith(RECORD_CALL) and sql.endswith(");") and sql.count(";") == 1
+    tokens = [token.strip() for token in sql[len(RECORD_CALL):-2].split(", ")]
+    assert all(ARGUMENT.fullmatch(token) for token in tokens), tokens
+    bound = iter(params or ())
+    values = []
+    for token in tokens:
+        if token == "%s":
+            values.append(next(bound))
+        elif token == "NULL":
+            values.append(None)
+        elif token.startswith("'"):
+            values.append(token[1:-1])
+        else:
+            values.append(float(token) if "." in token or "e" in token else int(token))
+    assert next(bound, None) is None  # every parameter used
+    return values
 
 
 DSN = "host=db.invalid port=6000 dbname=ledger password=s3cret-pw"
@@ -265,31 +291,45 @@ def test_record_step_is_one_statement_with_bounded_values(connect):
                       target_file="a\x00b", content_hash="h" * 64, execution_time_ms=-5,
                       error_detail="e" * 100_000, last_completed_step=2, total_steps=9)
     store.record_step(7, 4, owner="me", execution_result="success", execution_time_ms=2**40)
-    (sql, params), (_, second) = conn.executed
+    (sql, params), (second_sql, second_params) = conn.executed
     assert conn.names == ["record_step", "record_step"]
-    statement = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
-    assert statement.startswith("SELECT jr_checkpoint_record_step(")  # the function, one call
-    assert statement.count(";") == 1 and statement.endswith(");")
-    assert set(re.findall(r"%\((\w+)\)s", statement)) == set(params)  # every value bound
-    assert params == {
-        "task_id": 7, "owner": "me", "step_number": 3, "step_type": "t" * 50,
-        "target_file": "a\\x00b", "content_hash": "h" * 64, "execution_result": "error",
-        "execution_time_ms": 0, "error_detail": "e" * (MAX_TEXT_BYTES - len(SUFFIX)) + SUFFIX,
-        "last_completed_step": 2, "total_steps": 9, "lease": 12.5,
-    }
-    assert second["execution_time_ms"] == 2**31 - 1
-    assert second["step_type"] == "unknown"
-    assert second["target_file"] == ""
-    assert second["error_detail"] is None
-    assert (second["last_completed_step"], second["total_steps"]) == (-1, None)
+    assert sent_values(sql, params) == [
+        7, "me", 3, "t" * 50, "a\\x00b", "h" * 64, "error", 0,
+        "e" * (MAX_TEXT_BYTES - len(SUFFIX)) + SUFFIX, 2, 9, 12.5]
+    assert sent_values(second_sql, second_params) == [
+        7, "me", 4, "unknown", "", None, "success", 2**31 - 1, None, -1, None, 12.5]
     assert store.round_trips == 2
+
+
+def test_a_value_with_anything_to_escape_is_a_parameter_never_text(connect):
+    conn = FakeConnection()
+    connect.side_effect = [conn]
+    store = make_store()
+    hostile = ["it's", "back\\slash", "100%", "%s", "line\nbreak", "é", "tab\t"]
+    for number, value in enumerate(hostile):
+        record(store, number, step_type=value, target_file=value, error_detail=value)
+    for (sql, params), value in zip(conn.executed, hostile, strict=True):
+        assert f"'{value}" not in sql  # never written into the text as a literal
+        assert params == (value, value, value)
+        assert sent_values(sql, params)[3:5] == [value, value]
+
+
+def test_an_integer_sql_cannot_hold_goes_to_the_server_to_refuse(connect):
+    conn = FakeConnection()
+    connect.side_effect = [conn]
+    store = make_store()
+    for bad in (2**31, 7.5, True, "7"):
+        store.record_step(bad, 0, owner="me", execution_result="success")
+    for (sql, params), bad in zip(conn.executed, (2**31, 7.5, True, "7"), strict=True):
+        assert sql == QUERIES["record_step"]  # the casts: the server says what is wrong
+        assert params["task_id"] is bad
 
 
 def test_a_step_type_longer_after_escaping_is_still_cut_to_fifty(connect):
     conn = FakeConnection()
     connect.side_effect = [conn]
     record(make_store(), 0, step_type="\x00" * 20)  # 20 characters, 80 once escaped
-    assert conn.executed[0][1]["step_type"] == "\\x00" * 12 + "\\x"
+    assert sent_values(*conn.executed[0])[3] == "\\x00" * 12 + "\\x"
 
 
 def test_a_refused_record_is_task_ownership_lost_and_the_connection_goes_on(connect):
