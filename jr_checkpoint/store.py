@@ -322,18 +322,28 @@ class CheckpointStore:
         if execution_time_ms is not None:
             execution_time_ms = max(0, min(int(execution_time_ms), _INT4_MAX))
         step_type = bound_text(step_type)
-        params = (task_id, owner, step_number,
-                  step_type[:_STEP_TYPE_CHARS] if step_type is not None else None,
-                  bound_text(target_file), content_hash, execution_result, execution_time_ms,
-                  bound_text(error_detail), last_completed_step, total_steps, self.lease)
-        if _int4(task_id) and _int4(step_number) and _int4(last_completed_step) and (
-                total_steps is None or _int4(total_steps)):
-            values, rest = _inline(params)
-            (recorded,) = self._run("record_step", rest, patient=patient,
-                                    sql=_RECORD_CHECKED.format(values=values))
+        if step_type is not None:
+            step_type = step_type[:_STEP_TYPE_CHARS]
+        target_file, error_detail = bound_text(target_file), bound_text(error_detail)
+        if (_int4(task_id) and _int4(step_number) and _int4(last_completed_step)
+                and (total_steps is None or _int4(total_steps)) and math.isfinite(self.lease)):
+            # The common case: the call's text with the plain values written in (see _literal).
+            rest: list[str] = []
+            text = _RECORD_CHECKED.format(values=(
+                f"{task_id}, {_literal(owner, rest)}, {step_number}, {_literal(step_type, rest)}, "
+                f"{_literal(target_file, rest)}, {_literal(content_hash, rest)}, "
+                f"{_literal(execution_result, rest)}, {_number(execution_time_ms)}, "
+                f"{_literal(error_detail, rest)}, {last_completed_step}, {_number(total_steps)}, "
+                f"{self.lease!r}"))
+            (recorded,) = self._run("record_step", tuple(rest) or None, patient=patient, sql=text)
         else:  # let the server refuse it, in its own words (the casts of record_step)
-            (recorded,) = self._run("record_step", dict(zip(_RECORD_PARAMS, params, strict=True)),
-                                    patient=patient)
+            (recorded,) = self._run("record_step", {
+                "task_id": task_id, "owner": owner, "step_number": step_number,
+                "step_type": step_type, "target_file": target_file,
+                "content_hash": content_hash, "execution_result": execution_result,
+                "execution_time_ms": execution_time_ms, "error_detail": error_detail,
+                "last_completed_step": last_completed_step, "total_steps": total_steps,
+                "lease": self.lease}, patient=patient)
         if not recorded:
             raise TaskOwnershipLost(f"task {task_id}: another worker took it over; stopping")
 
@@ -397,12 +407,9 @@ class CheckpointStore:
             return False
 
 
-# record_step_checked without its comments: they must hold no brace and no % then.
+# record_step_checked without its comments, which may hold a brace or a %.
 _RECORD_CHECKED = "\n".join(line for line in QUERIES["record_step_checked"].splitlines()
                             if not line.startswith("--"))
-_RECORD_PARAMS = ("task_id", "owner", "step_number", "step_type", "target_file", "content_hash",
-                  "execution_result", "execution_time_ms", "error_detail", "last_completed_step",
-                  "total_steps", "lease")
 
 
 def _int4(value: Any) -> bool:
@@ -410,29 +417,22 @@ def _int4(value: Any) -> bool:
     return type(value) is int and -_INT4_MAX - 1 <= value <= _INT4_MAX
 
 
-def _plain(value: Any) -> bool:
-    """A string that is its own SQL literal between quotes: printable ASCII, no quote, no
-    backslash (whatever standard_conforming_strings says), no % (psycopg2's placeholder)."""
-    return (type(value) is str and value.isascii() and value.isprintable() and "'" not in value
-            and "\\" not in value and "%" not in value)
+def _number(value: int | None) -> str:
+    return "NULL" if value is None else str(value)
 
 
-def _inline(params: tuple) -> tuple[str, tuple | None]:
-    """The call's text with plain values written in (NULL, checked integers, a float, plain
-    strings) and %s left for the rest: psycopg2 quotes a parameter in ~1.5 us, most of the
-    per-step client time, and most of a step's values are plain."""
-    parts, rest = [], []
-    for value in params:
-        if value is None:
-            parts.append("NULL")
-        elif type(value) is int or (type(value) is float and math.isfinite(value)):
-            parts.append(repr(value))  # integers checked by _int4
-        elif _plain(value):
-            parts.append(f"'{value}'")
-        else:
-            parts.append("%s")
-            rest.append(value)
-    return ", ".join(parts), tuple(rest) or None
+def _literal(value: Any, rest: list) -> str:
+    """``value`` as SQL text when it is its own literal between quotes (printable ASCII, no
+    quote, no backslash whatever standard_conforming_strings says, no % for psycopg2), else a
+    placeholder, its value appended to ``rest``. psycopg2 quotes a parameter in ~1.5 us, most
+    of a step's client time, and most of a step's values are plain."""
+    if value is None:
+        return "NULL"
+    if (type(value) is str and value.isascii() and value.isprintable() and "'" not in value
+            and "\\" not in value and "%" not in value):
+        return f"'{value}'"
+    rest.append(value)
+    return "%s"
 
 
 def _json(value: Mapping[str, Any] | None) -> str | None:
