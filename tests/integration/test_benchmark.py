@@ -67,3 +67,17 @@ def test_benchmark_cleans_up_after_itself_without_keep(dsn, dbos_database):
     ((name,),) = query(dsn, "SELECT current_database()")
     assert query(dsn, "SELECT count(*) FROM pg_database WHERE datname = %s",
                  (f"{name}_jr_bench_dbos",)) == [(0,)]
+
+
+def test_the_ratios_are_paired_within_each_round():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_checkpoint", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # The server's commit latency doubles for the second round: two rounds of three say 1.4x,
+    # one (a slow moment inside the fresh run) 1.8x. The ratio of the medians would say 1.5x.
+    times = {"floor": [0.5, 1.0, 0.6], "fresh": [0.9, 1.4, 0.84], "undecorated": [0.0, 0.0, 0.0]}
+    assert bench.paired(times, "fresh", "floor", minus="undecorated") == pytest.approx(1.4)
+    times["undecorated"] = [0.1, 0.2, 0.12]
+    assert bench.paired(times, "fresh", "floor", minus="undecorated") == pytest.approx(1.2)
