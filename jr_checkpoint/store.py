@@ -321,29 +321,27 @@ class CheckpointStore:
         """
         if execution_time_ms is not None:
             execution_time_ms = max(0, min(int(execution_time_ms), _INT4_MAX))
-        step_type = bound_text(step_type)
-        if step_type is not None:
-            step_type = step_type[:_STEP_TYPE_CHARS]
-        target_file, error_detail = bound_text(target_file), bound_text(error_detail)
         if (_int4(task_id) and _int4(step_number) and _int4(last_completed_step)
                 and (total_steps is None or _int4(total_steps)) and math.isfinite(self.lease)):
-            # The common case: the call's text with the plain values written in (see _literal).
+            # The common case: the call's text, the plain values written in (see _argument).
             rest: list[str] = []
             text = _RECORD_CHECKED.format(values=(
-                f"{task_id}, {_literal(owner, rest)}, {step_number}, {_literal(step_type, rest)}, "
-                f"{_literal(target_file, rest)}, {_literal(content_hash, rest)}, "
-                f"{_literal(execution_result, rest)}, {_number(execution_time_ms)}, "
-                f"{_literal(error_detail, rest)}, {last_completed_step}, {_number(total_steps)}, "
-                f"{self.lease!r}"))
+                f"{task_id}, {_argument(owner, rest, bounded=False)}, {step_number}, "
+                f"{_argument(step_type, rest, _STEP_TYPE_CHARS)}, {_argument(target_file, rest)}, "
+                f"{_argument(content_hash, rest, bounded=False)}, "
+                f"{_argument(execution_result, rest, bounded=False)}, "
+                f"{_number(execution_time_ms)}, {_argument(error_detail, rest)}, "
+                f"{last_completed_step}, {_number(total_steps)}, {self.lease!r}"))
             (recorded,) = self._run("record_step", tuple(rest) or None, patient=patient, sql=text)
         else:  # let the server refuse it, in its own words (the casts of record_step)
+            step_type = bound_text(step_type)
             (recorded,) = self._run("record_step", {
                 "task_id": task_id, "owner": owner, "step_number": step_number,
-                "step_type": step_type, "target_file": target_file,
-                "content_hash": content_hash, "execution_result": execution_result,
-                "execution_time_ms": execution_time_ms, "error_detail": error_detail,
-                "last_completed_step": last_completed_step, "total_steps": total_steps,
-                "lease": self.lease}, patient=patient)
+                "step_type": step_type[:_STEP_TYPE_CHARS] if step_type is not None else None,
+                "target_file": bound_text(target_file), "content_hash": content_hash,
+                "execution_result": execution_result, "execution_time_ms": execution_time_ms,
+                "error_detail": bound_text(error_detail), "last_completed_step": last_completed_step,
+                "total_steps": total_steps, "lease": self.lease}, patient=patient)
         if not recorded:
             raise TaskOwnershipLost(f"task {task_id}: another worker took it over; stopping")
 
@@ -421,18 +419,26 @@ def _number(value: int | None) -> str:
     return "NULL" if value is None else str(value)
 
 
-def _literal(value: Any, rest: list) -> str:
-    """``value`` as SQL text when it is its own literal between quotes (printable ASCII, no
-    quote, no backslash whatever standard_conforming_strings says, no % for psycopg2), else a
-    placeholder, its value appended to ``rest``. psycopg2 quotes a parameter in ~1.5 us, most
-    of a step's client time, and most of a step's values are plain."""
+def _plain(text: str) -> bool:
+    """Its own SQL literal between quotes: printable ASCII, no quote, no backslash (whatever
+    standard_conforming_strings says), no % (psycopg2's placeholders)."""
+    return (text.isascii() and text.isprintable() and "'" not in text and "\\" not in text
+            and "%" not in text)
+
+
+def _argument(value: Any, rest: list, chars: int | None = None, bounded: bool = True) -> str:
+    """A text argument of record_step, ``bounded`` (``bound_text``, then at most ``chars``
+    characters): written in when it is plain, else a placeholder, its value appended to
+    ``rest``. psycopg2 quotes a parameter in ~1.5 us, and most of a step's values are plain."""
     if value is None:
         return "NULL"
-    if (type(value) is str and value.isascii() and value.isprintable() and "'" not in value
-            and "\\" not in value and "%" not in value):
-        return f"'{value}'"
-    rest.append(value)
-    return "%s"
+    if type(value) is not str or len(value) > (chars or MAX_TEXT_BYTES) or not _plain(value):
+        if bounded:
+            value = bound_text(value)[:chars]
+        if type(value) is not str or not _plain(value):
+            rest.append(value)
+            return "%s"
+    return f"'{value}'"
 
 
 def _json(value: Mapping[str, Any] | None) -> str | None:
