@@ -118,6 +118,7 @@ class CheckpointStore:
         self._target: dsn_module.Target | None = None
         self.connect_timeout = connect_timeout
         self.lease = float(lease)
+        self._lease_text = repr(self.lease) if math.isfinite(self.lease) else None  # as SQL
         self.outage = float(outage)
         self._sleep = sleep
         self._clock = clock
@@ -322,16 +323,15 @@ class CheckpointStore:
         if execution_time_ms is not None:
             execution_time_ms = max(0, min(int(execution_time_ms), _INT4_MAX))
         if (_int4(task_id) and _int4(step_number) and _int4(last_completed_step)
-                and (total_steps is None or _int4(total_steps)) and math.isfinite(self.lease)):
+                and (total_steps is None or _int4(total_steps)) and self._lease_text):
             # The common case: the call's text, the plain values written in (see _argument).
             rest: list[str] = []
-            text = _RECORD_CHECKED.format(values=(
-                f"{task_id}, {_argument(owner, rest, bounded=False)}, {step_number}, "
-                f"{_argument(step_type, rest, _STEP_TYPE_CHARS)}, {_argument(target_file, rest)}, "
-                f"{_argument(content_hash, rest, bounded=False)}, "
-                f"{_argument(execution_result, rest, bounded=False)}, "
-                f"{_number(execution_time_ms)}, {_argument(error_detail, rest)}, "
-                f"{last_completed_step}, {_number(total_steps)}, {self.lease!r}"))
+            text = (f"{_RECORD_HEAD}{task_id}, {_argument(owner, rest, bounded=False)}, "
+                    f"{step_number}, {_argument(step_type, rest, _STEP_TYPE_CHARS)}, "
+                    f"{_argument(target_file, rest)}, {_argument(content_hash, rest, bounded=False)}, "
+                    f"{_argument(execution_result, rest, bounded=False)}, "
+                    f"{_number(execution_time_ms)}, {_argument(error_detail, rest)}, "
+                    f"{last_completed_step}, {_number(total_steps)}, {self._lease_text}{_RECORD_TAIL}")
             (recorded,) = self._run("record_step", tuple(rest) or None, patient=patient, sql=text)
         else:  # let the server refuse it, in its own words (the casts of record_step)
             step_type = bound_text(step_type)
@@ -405,9 +405,10 @@ class CheckpointStore:
             return False
 
 
-# record_step_checked without its comments, which may hold a brace or a %.
-_RECORD_CHECKED = "\n".join(line for line in QUERIES["record_step_checked"].splitlines()
-                            if not line.startswith("--"))
+# record_step_checked without its comments (which may hold a %), around its arguments.
+_RECORD_HEAD, _RECORD_TAIL = "\n".join(
+    line for line in QUERIES["record_step_checked"].splitlines() if not line.startswith("--")
+).split("{values}")
 
 
 def _int4(value: Any) -> bool:
