@@ -42,7 +42,7 @@ SELECT jr_checkpoint_record_step(
 
 -- name: record_step_checked
 -- The same, for the common case, every integer already checked to be an INTEGER. The store
--- writes the arguments in (store._literal): plain values as text (NULL, numbers, strings with
+-- writes the arguments in (store._argument): plain values as text (NULL, numbers, strings with
 -- nothing to escape), a psycopg2 placeholder for the rest. The server parses this text at
 -- every step; without the casts, and with few parameters for psycopg2 to quote (about 1.5 us
 -- each), the round trip costs about a fifth less.

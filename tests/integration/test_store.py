@@ -12,6 +12,7 @@ import threading
 from datetime import datetime
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 
 from jr_checkpoint import schema
@@ -295,6 +296,26 @@ def test_hostile_values_are_stored_as_data(store, dsn):
     assert rows[5]["error_detail"] == "nul\\x00inside\\x00"
     assert table_counts(dsn) == (len(HOSTILE), 1)
     assert schema.check_tables(resolve(dsn)) == []  # both tables intact
+
+
+@pytest.mark.parametrize("conforming", ["on", "off"])
+def test_values_round_trip_whatever_standard_conforming_strings_says(dsn, conforming):
+    # Plain values are written into the statement's text, the rest bound: with backslashes
+    # taken literally or as escapes, every value comes back exactly as it went in.
+    values = ["plain/file_1.py", "semi;colon -- dash", "it's", "back\\slash", "100%", "tab\tin",
+              "ünïcödé", "a" * 50, "%(task_id)s", "'); DROP TABLE jr_step_rewards; --"]
+    session = psycopg2.extensions.make_dsn(dsn, options=f"-c standard_conforming_strings={conforming}")
+    ledger = CheckpointStore(session)
+    try:
+        owner = ledger.begin_task(12).owner
+        for number, value in enumerate(values):
+            ledger.record_step(12, number, owner=owner, execution_result="failed", step_type=value,
+                               target_file=value, error_detail=value)
+    finally:
+        ledger.close()
+    rows = step_rows(dsn, 12)
+    assert [(r["step_type"], r["target_file"], r["error_detail"]) for r in rows] == [
+        (value, value, value) for value in values]
 
 
 def test_a_long_step_type_is_cut_to_fifty_characters(store, dsn):

@@ -169,7 +169,7 @@ class FakeConnection:
 
 
 RECORD_CALL = "SELECT jr_checkpoint_record_step("
-# What store._literal writes in: NULL, a number, a quoted string with no quote inside, or %s.
+# What store._argument writes in: NULL, a number, a quoted string with no quote inside, or %s.
 ARGUMENT = re.compile(r"NULL|-?\d+(?:\.\d+)?(?:e[-+]?\d+)?|'[^']*'|%s")
 
 
