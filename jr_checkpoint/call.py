@@ -103,8 +103,7 @@ class TaskRun:
         self._check_attempts()
 
     def _match(self, position: int, step: Any) -> None:
-        if position in self.digests:
-            return
+        """Identify the step at ``position`` (once) and find its history in the plan."""
         try:
             digest = step_rules.digest(step)
         except Exception as exc:  # RecursionError, a str() that raises, ...: run it unchecked
@@ -175,7 +174,8 @@ class TaskRun:
         position = self.steps.locate(step)
         if position is None:
             return execute(*args, **kwargs)
-        self._match(position, step)
+        if position not in self.digests:
+            self._match(position, step)
         if position in self.succeeded:  # known from the ledger, even if it is unreachable now
             self._log(logging.INFO, "[CHECKPOINT] Step %s already succeeded, skipping", position,
                       action="step_skipped", step_number=position)
@@ -224,8 +224,7 @@ class TaskRun:
             return
         if self.degraded and not self.pending:
             return  # not an outage: recording stopped for good
-        slot = self.plan.slot(position)
-        self.plan.record(position, outcome, digest)
+        slot = self.plan.record(position, outcome, digest)
         self.pending.append(dict(
             step_number=slot, execution_result=outcome, step_type=step_rules.step_type(step),
             target_file=step_rules.target_file(step), content_hash=digest,

@@ -308,9 +308,12 @@ class SlotPlan:
         row = self.rows.get(self.slot_of[position])
         return row is not None and row.result == SUCCESS
 
-    def record(self, position: int, result: str, step_digest: str | None) -> None:
-        self.rows[self.slot(position)] = Row(result, step_digest)
+    def record(self, position: int, result: str, step_digest: str | None) -> int:
+        """Note ``position``'s new outcome in its row; returns the row (``step_number``)."""
+        slot = self.slot(position)
+        self.rows[slot] = Row(result, step_digest)
         self.matched.add(position)
+        return slot
 
 
 __all__ = ["ERROR", "FAILED", "SUCCESS", "Row", "SlotPlan", "StepSequence", "canonical_json",
