@@ -337,42 +337,43 @@ FROM (SELECT coalesce(LOCALTIMESTAMP - make_interval(secs => %(seconds)s::float8
                       (SELECT min(updated_at) FROM jr_step_rewards),
                       LOCALTIMESTAMP) AS lo) b;
 
--- name: web_slices
--- Where each of the %(buckets)s slices of the outcomes over time starts: the window from
--- %(lo)s (web_window), slices of %(width)s seconds. A step's slice is
--- least(floor(date_part('epoch', updated_at - lo) / width), buckets - 1), in float8 (numeric,
--- what extract() returns, costs a second per million rows); slice i starts at the first
--- microsecond that this puts in slice i or later: a candidate from the same arithmetic, then
--- the first of its neighbours within 8 microseconds (far beyond float8's rounding) that the
--- expression itself puts there. So web_outcomes, counting ranges of updated_at, puts every
--- step in exactly the slice the expression gives it.
-SELECT CASE WHEN i = 0 THEN %(lo)s::timestamp ELSE (
-           SELECT min(c) FROM (
-               SELECT %(lo)s::timestamp + make_interval(secs => i * %(width)s::float8)
-                      + k * interval '1 microsecond' AS c
-               FROM generate_series(-8, 8) k) candidates
-           WHERE floor(date_part('epoch', c - %(lo)s::timestamp) / %(width)s::float8) >= i) END
-FROM generate_series(0, %(buckets)s - 1) i
-ORDER BY i;
-
 -- name: web_outcomes
--- Step outcomes over time: one row per slice and outcome that has steps, the slices
--- starting at %(starts)s (web_slices, a timestamp[]). The steps of each slice are counted
--- over its range of idx_step_rewards_activity (an index-only scan, count(*), no hash table):
--- the totals are one such count per slice, UNION ALL (written in by the caller, one line per
--- slice: SELECT i AS bucket, count(*) AS steps FROM jr_step_rewards WHERE updated_at >= the
--- start AND updated_at < the next start, the last slice to infinity), which PostgreSQL
--- shares out between parallel workers (Parallel Append). Only the steps that did not succeed
--- are counted by outcome (a few, through idx_step_rewards_result); the rest of a slice succeeded.
-WITH totals AS MATERIALIZED (
-{totals}
+-- Step outcomes over time: the window from %(lo)s (web_window) cut into %(buckets)s slices of
+-- %(width)s seconds; one row per slice and outcome that has steps.
+-- A step's slice is least(floor(date_part('epoch', updated_at - lo) / width), buckets - 1),
+-- in float8 (numeric, what extract() returns, costs a second per million rows). Each slice
+-- is a range of updated_at: its steps are counted over the range in idx_step_rewards_activity
+-- (an index-only scan, count(*): no hash table, no table rows; 0.7 s -> 0.14 s over a million
+-- rows), and only the steps that did not succeed are counted by outcome (a few, through
+-- idx_step_rewards_result); the rest of a slice succeeded.
+-- starts: where slice i starts, the first microsecond that the expression puts in slice i
+-- or later: a candidate from the same arithmetic, then the first of its neighbours within 8
+-- microseconds (far beyond float8's rounding) that the expression itself puts there. So a
+-- step lands in exactly the slice the expression gives it.
+WITH slices AS MATERIALIZED (
+    SELECT i AS bucket,
+           CASE WHEN i = 0 THEN %(lo)s::timestamp ELSE (
+               SELECT min(c) FROM (
+                   SELECT %(lo)s::timestamp + make_interval(secs => i * %(width)s::float8)
+                          + k * interval '1 microsecond' AS c
+                   FROM generate_series(-8, 8) k) candidates
+               WHERE floor(date_part('epoch', c - %(lo)s::timestamp) / %(width)s::float8) >= i) END AS starts
+    FROM generate_series(0, %(buckets)s - 1) i
+),
+totals AS (
+    SELECT b.bucket, n.steps
+    FROM (SELECT bucket, starts, lead(starts, 1, 'infinity') OVER (ORDER BY bucket) AS ends
+          FROM slices) b
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS steps FROM jr_step_rewards
+        WHERE updated_at >= b.starts AND updated_at < b.ends) n
 ),
 other AS MATERIALIZED (  -- the steps that did not succeed, by slice and outcome
-    SELECT width_bucket(updated_at, %(starts)s::timestamp[]) - 1 AS bucket,
+    SELECT width_bucket(updated_at, (SELECT array_agg(starts ORDER BY bucket) FROM slices)) - 1 AS bucket,
            execution_result, count(*) AS steps
     FROM jr_step_rewards
     WHERE (execution_result < 'success' OR execution_result > 'success')
-      AND updated_at >= (%(starts)s::timestamp[])[1]
+      AND updated_at >= %(lo)s::timestamp
     GROUP BY 1, 2
 ),
 succeeded AS (

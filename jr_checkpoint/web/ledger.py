@@ -47,15 +47,8 @@ class Cursor:
             raise ConfigurationError(f"bad 'before' cursor {text!r}: use the link of the page") from None
 
 
-# web_outcomes with its totals written in: one count per slice, over the slice's range.
-_SLICE_COUNT = ("    SELECT {i} AS bucket, count(*) AS steps FROM jr_step_rewards"
-                " WHERE updated_at >= %(start{i})s::timestamp AND updated_at < %(start{j})s::timestamp")
-_QUERIES = {**REPORTS, "web_outcomes": REPORTS["web_outcomes"].format(totals="\n    UNION ALL\n".join(
-    _SLICE_COUNT.format(i=i, j=i + 1) for i in range(BUCKETS)))}
-
-
 def _rows(cur: Any, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    cur.execute(_QUERIES[name], params)
+    cur.execute(REPORTS[name], params)
     columns = [column.name for column in cur.description]
     return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
@@ -116,10 +109,7 @@ def outcomes(cur: Any, lo: datetime.datetime, hi: datetime.datetime) -> dict[str
     """The steps from ``lo`` on by outcome, in BUCKETS slices of equal width up to ``hi`` (the
     last slice also holds any step after ``hi``)."""
     width = (hi - lo).total_seconds() / BUCKETS
-    cur.execute(REPORTS["web_slices"], {"lo": lo, "width": width, "buckets": BUCKETS})
-    starts = [start for (start,) in cur.fetchall()]
-    bounds = {f"start{i}": start for i, start in enumerate([*starts, "infinity"])}
-    counts = _rows(cur, "web_outcomes", {"starts": starts, **bounds})
+    counts = _rows(cur, "web_outcomes", {"lo": lo, "width": width, "buckets": BUCKETS})
     slices = [{"start": str(lo + (hi - lo) * i / BUCKETS), **dict.fromkeys(OUTCOMES, 0)}
               for i in range(BUCKETS)]
     for row in counts:

@@ -251,10 +251,8 @@ def test_the_troubled_steps_are_read_through_their_indexes_never_every_row(odd_l
         assert index in failing + " ", failing
     assert "idx_step_rewards_file" in plan(odd_ledger, REPORTS["stats_failing_steps"], params)
     lo, hi = query(odd_ledger, REPORTS["web_window"], {"seconds": seconds})[0]
-    starts = [start for (start,) in query(odd_ledger, REPORTS["web_slices"], {
-        "lo": lo, "width": (hi - lo).total_seconds() / ledger.BUCKETS, "buckets": ledger.BUCKETS})]
-    outcomes = plan(odd_ledger, ledger._QUERIES["web_outcomes"], {
-        "starts": starts, **{f"start{i}": s for i, s in enumerate([*starts, "infinity"])}})
+    outcomes = plan(odd_ledger, REPORTS["web_outcomes"], {
+        "lo": lo, "width": (hi - lo).total_seconds() / ledger.BUCKETS, "buckets": ledger.BUCKETS})
     assert "idx_step_rewards_activity" in outcomes and "idx_step_rewards_result" in outcomes
     by_type = plan(odd_ledger, REPORTS["stats_by_type"], params)
     for text in (failing, by_type, outcomes):
