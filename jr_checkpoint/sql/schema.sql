@@ -25,9 +25,9 @@ CREATE INDEX IF NOT EXISTS idx_step_rewards_result
 
 -- Not in the seed: what the dashboard needs to stay fast on a big ledger (jr_checkpoint.web).
 -- Three full indexes (two replace earlier ones of this package, which `migrate` drops) and two
--- partial ones that a step recorded once and successfully never enters. All of them cost a
--- step's INSERT about 2 us more than the two indexes they replace (a bulk insert of 200,000
--- rows, index by index), lost in the ~0.6 ms of a per-step write (docs/dashboard.md).
+-- partial ones that a step recorded once and successfully never enters. Together they cost a
+-- step's INSERT about 4 us more than the two indexes they replace (a bulk insert of 200,000
+-- rows), lost in the ~0.6 ms of a per-step write (docs/dashboard.md).
 --
 -- Newest activity first: the task list walks it from the newest row down (a page costs a
 -- few hundred index probes instead of a pass over every step row), and windowed reports
