@@ -79,8 +79,8 @@ def stats(target: Target, since_seconds: int | None = None, *, limit: int = 5,
     with cursor(target, connect_timeout) as cur:
         cur.execute(REPORTS["window_start"], {"seconds": since_seconds})
         params = {"since": cur.fetchone()[0], "limit": limit}  # one start for every query
-        # The most-failing steps on a second connection, while this one counts the step types:
-        # PostgreSQL runs each statement on one core (or a few, in parallel); here, both.
+        # The most-failing steps on a second connection while this one counts the step types:
+        # PostgreSQL runs a statement on one core (a few when in parallel), so both cores work.
         with concurrently(target, connect_timeout, lambda other: _failing(other, params)) as failing:
             by_type = _by_type(cur, params, all_time=since_seconds is None)
             slowest = _rows(cur, "stats_slowest", params)
@@ -234,5 +234,5 @@ def _duration_text(seconds: int) -> str:
     return f"{seconds}s"
 
 
-__all__ = ["PRUNE_BATCH", "cursor", "next_demo_task_id", "parse_duration", "prune", "stats",
+__all__ = ["PRUNE_BATCH", "concurrently", "cursor", "next_demo_task_id", "parse_duration", "prune", "stats",
            "stats_lines", "status_lines", "table"]

@@ -93,8 +93,8 @@ def analytics(target: Target, since: str, *, top: int = 10,
     # The dashboard's own figures on a connection of their own, while stats runs.
     with reports.concurrently(target, connect_timeout, lambda cur: _over_time(cur, seconds)) as extra:
         report = reports.stats(target, seconds, limit=top, connect_timeout=connect_timeout)
-    attempts, outcomes = extra.result()
-    return {**report, "since": since, "attempts": attempts, "outcomes": outcomes}
+    attempts, over_time = extra.result()
+    return {**report, "since": since, "attempts": attempts, "outcomes": over_time}
 
 
 def _over_time(cur: Any, seconds: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
