@@ -6,6 +6,7 @@ and lays them out as lines of text. It never prints: ``cli.py`` does.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,24 @@ def parse_duration(text: str) -> int:
 # -- the database ------------------------------------------------------------------------------
 
 @contextlib.contextmanager
+def concurrently(target: Target, connect_timeout: float | None,
+                 job: Callable[[Any], Any]) -> Iterator[concurrent.futures.Future]:
+    """Run ``job(cursor)`` on a connection of its own, in a thread, while the block runs.
+
+    Yields the job's future; on leaving the block the job is waited for, and its error, if
+    any, raised (after the block's own, which comes first).
+    """
+    def run() -> Any:
+        with cursor(target, connect_timeout) as cur:
+            return job(cur)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(run)
+        yield future
+        future.result()
+
+
+@contextlib.contextmanager
 def cursor(target: Target, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> Iterator[Any]:
     """An autocommit cursor: each statement is its own transaction. Errors become the package's."""
     with contextlib.closing(db.connect(target, connect_timeout, autocommit=True)) as conn, \
@@ -60,14 +79,11 @@ def stats(target: Target, since_seconds: int | None = None, *, limit: int = 5,
     with cursor(target, connect_timeout) as cur:
         cur.execute(REPORTS["window_start"], {"seconds": since_seconds})
         params = {"since": cur.fetchone()[0], "limit": limit}  # one start for every query
-        cur.execute(REPORTS["stats_by_type"], params)
-        by_type = [
-            dict(zip(("step_type", "is_total", "steps", "success_pct", "rerun", "failing",
-                      "p50_ms", "p95_ms"), row, strict=True))
-            for row in cur.fetchall()
-        ]
-        slowest = _rows(cur, "stats_slowest", params)
-        failing = _rows(cur, "stats_failing", params)
+        # The most-failing steps on a second connection while this one counts the step types:
+        # PostgreSQL runs a statement on one core (a few when in parallel), so both cores work.
+        with concurrently(target, connect_timeout, lambda other: _failing(other, params)) as failing:
+            by_type = _by_type(cur, params, all_time=since_seconds is None)
+            slowest = _rows(cur, "stats_slowest", params)
     total, types = None, []
     for row in by_type:
         if row.pop("is_total"):
@@ -75,7 +91,31 @@ def stats(target: Target, since_seconds: int | None = None, *, limit: int = 5,
         else:
             types.append(row)
     return {"since_seconds": since_seconds, "by_type": types, "total": total,
-            "slowest": slowest, "failing": failing}
+            "slowest": slowest, "failing": failing.result()}
+
+
+def _by_type(cur: Any, params: dict[str, Any], *, all_time: bool) -> list[dict[str, Any]]:
+    """stats_by_type's rows; over all time, it counts type by type (stats_step_types)."""
+    step_types: list[str] = []
+    if all_time:
+        cur.execute(REPORTS["stats_step_types"])
+        (step_types,) = cur.fetchone()
+    cur.execute(REPORTS["stats_by_type"], {**params, "step_types": step_types})
+    return [dict(zip(("step_type", "is_total", "steps", "success_pct", "rerun", "failing",
+                      "p50_ms", "p95_ms"), row, strict=True))
+            for row in cur.fetchall()]
+
+
+def _failing(cur: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The most-failing groups (stats_failing), each with its step count and last error."""
+    failing = _rows(cur, "stats_failing", params)
+    if failing:
+        cur.execute(REPORTS["stats_failing_steps"], {
+            **params, "types": [row["step_type"] for row in failing],
+            "files": [row["target_file"] for row in failing]})
+        for row, (steps, last_error) in zip(failing, cur.fetchall(), strict=True):
+            row.update(steps=steps, last_error=last_error)
+    return failing
 
 
 def prune(target: Target, older_than_seconds: int, *, batch: int = PRUNE_BATCH,
@@ -194,5 +234,5 @@ def _duration_text(seconds: int) -> str:
     return f"{seconds}s"
 
 
-__all__ = ["PRUNE_BATCH", "cursor", "next_demo_task_id", "parse_duration", "prune", "stats",
+__all__ = ["PRUNE_BATCH", "concurrently", "cursor", "next_demo_task_id", "parse_duration", "prune", "stats",
            "stats_lines", "status_lines", "table"]

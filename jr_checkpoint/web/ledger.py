@@ -90,21 +90,33 @@ def analytics(target: Target, since: str, *, top: int = 10,
               connect_timeout: float | None = 5) -> dict[str, Any]:
     """``stats --json``'s report over the window, plus attempts per task and outcomes over time."""
     seconds = WINDOWS[since]
-    report = reports.stats(target, seconds, limit=top, connect_timeout=connect_timeout)
-    with reports.cursor(target, connect_timeout) as cur:
-        attempts = _rows(cur, "web_attempts", {"seconds": seconds})
-        cur.execute(REPORTS["web_window"], {"seconds": seconds})
-        lo, hi = cur.fetchone()
-        width = (hi - lo).total_seconds() / BUCKETS
-        counts = _rows(cur, "web_outcomes", {"lo": lo, "width": width, "buckets": BUCKETS})
+    # The dashboard's own figures on a connection of their own, while stats runs.
+    with reports.concurrently(target, connect_timeout, lambda cur: _over_time(cur, seconds)) as extra:
+        report = reports.stats(target, seconds, limit=top, connect_timeout=connect_timeout)
+    attempts, over_time = extra.result()
+    return {**report, "since": since, "attempts": attempts, "outcomes": over_time}
+
+
+def _over_time(cur: Any, seconds: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Attempts per task, and the outcomes over time."""
+    attempts = _rows(cur, "web_attempts", {"seconds": seconds})
+    cur.execute(REPORTS["web_window"], {"seconds": seconds})
+    lo, hi = cur.fetchone()
+    return attempts, outcomes(cur, lo, hi)
+
+
+def outcomes(cur: Any, lo: datetime.datetime, hi: datetime.datetime) -> dict[str, Any]:
+    """The steps from ``lo`` on by outcome, in BUCKETS slices of equal width up to ``hi`` (the
+    last slice also holds any step after ``hi``)."""
+    width = (hi - lo).total_seconds() / BUCKETS
+    counts = _rows(cur, "web_outcomes", {"lo": lo, "width": width, "buckets": BUCKETS})
     slices = [{"start": str(lo + (hi - lo) * i / BUCKETS), **dict.fromkeys(OUTCOMES, 0)}
               for i in range(BUCKETS)]
     for row in counts:
         result = row["execution_result"]
         slices[row["bucket"]][result] = slices[row["bucket"]].get(result, 0) + row["steps"]
-    return {**report, "since": since, "attempts": attempts,
-            "outcomes": {"from": str(lo), "to": str(hi), "slices": slices}}
+    return {"from": str(lo), "to": str(hi), "slices": slices}
 
 
-__all__ = ["BUCKETS", "Cursor", "OUTCOMES", "PAGE_SIZE", "STATES", "WINDOWS", "analytics", "task",
-           "tasks"]
+__all__ = ["BUCKETS", "Cursor", "OUTCOMES", "PAGE_SIZE", "STATES", "WINDOWS", "analytics", "outcomes",
+           "task", "tasks"]

@@ -204,11 +204,24 @@ SEED_INDEXES = [
 
 # Indexes the package adds to the seed's tables (columns and constraints stay the seed's).
 ADDED_INDEXES = [
-    ("jr_step_rewards", "idx_step_rewards_time",
-     "CREATE INDEX idx_step_rewards_time ON jr_step_rewards USING btree (execution_time_ms)"),
-    ("jr_step_rewards", "idx_step_rewards_window",
-     "CREATE INDEX idx_step_rewards_window ON jr_step_rewards USING btree (updated_at, task_id)"
-     " INCLUDE (step_type, execution_result, execution_time_ms, created_at)"),
+    ("jr_step_rewards", "idx_step_rewards_activity",
+     "CREATE INDEX idx_step_rewards_activity ON jr_step_rewards USING btree (updated_at, task_id)"
+     " INCLUDE (step_type, execution_time_ms)"),
+    ("jr_step_rewards", "idx_step_rewards_duration",
+     "CREATE INDEX idx_step_rewards_duration ON jr_step_rewards USING btree"
+     ' (execution_time_ms, step_type COLLATE "C")'),
+    ("jr_step_rewards", "idx_step_rewards_file",
+     "CREATE INDEX idx_step_rewards_file ON jr_step_rewards USING btree"
+     ' (step_type COLLATE "C", hashtext(COALESCE(target_file, \'\'::text)))'),
+    ("jr_step_rewards", "idx_step_rewards_rerun",
+     "CREATE INDEX idx_step_rewards_rerun ON jr_step_rewards USING btree (step_type, updated_at)"
+     " INCLUDE (target_file) WHERE ((updated_at > created_at)"
+     " AND ((execution_result)::text = 'success'::text)"
+     " AND (COALESCE(octet_length(target_file), 0) <= 1000))"),
+    ("jr_step_rewards", "idx_step_rewards_rerun_long",
+     "CREATE INDEX idx_step_rewards_rerun_long ON jr_step_rewards USING btree (step_type, updated_at)"
+     " WHERE ((updated_at > created_at) AND ((execution_result)::text = 'success'::text)"
+     " AND (octet_length(target_file) > 1000))"),
 ]
 
 
@@ -226,6 +239,24 @@ def test_created_tables_match_the_seed_exactly(empty_dsn, capsys):
     assert [row for row in created["indexes"] if row[1].startswith("idx_")] == SEED_INDEXES
     assert {row[1] for row in created["indexes"]} == {name for _, name, _ in SEED_INDEXES} | {
         name for _, name, _, _ in EXPECTED_CONSTRAINTS}
+
+
+def test_migrate_replaces_the_indexes_of_earlier_versions(dsn, capsys):
+    """A ledger migrated by an earlier version: its dashboard indexes go, the current ones come."""
+    earlier = {
+        "idx_step_rewards_updated": "(updated_at, task_id)",
+        "idx_step_rewards_window": "(updated_at, task_id) INCLUDE (step_type, execution_result, "
+                                   "execution_time_ms, created_at)",
+        "idx_step_rewards_time": "(execution_time_ms)",
+    }
+    for _, name, _ in ADDED_INDEXES:
+        query(dsn, f"DROP INDEX {name}")
+    for name, columns in earlier.items():
+        query(dsn, f"CREATE INDEX {name} ON jr_step_rewards {columns}")
+    assert cli.main(["migrate", "--dsn", dsn]) == 0
+    indexes = catalog(dsn, "public")["indexes"]
+    assert [row for row in indexes if row in ADDED_INDEXES] == ADDED_INDEXES
+    assert not {name for _, name, _ in indexes} & set(earlier)
 
 
 # -- --check -------------------------------------------------------------------------------------
