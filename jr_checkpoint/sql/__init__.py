@@ -18,6 +18,7 @@ _TYPE_NAMES = {
     "TEXT": "text",
     "TIMESTAMP": "timestamp without time zone",
     "JSONB": "jsonb",
+    "DOUBLE PRECISION": "double precision",
 }
 
 
@@ -37,6 +38,8 @@ def parse_queries(text: str) -> dict[str, str]:
 
 
 def _pg_type(sql_type: str) -> str:
+    if sql_type.endswith("[]"):
+        return _pg_type(sql_type[:-2]) + "[]"
     match = re.fullmatch(r"VARCHAR\((\d+)\)", sql_type)
     if match:
         return f"character varying({match.group(1)})"
@@ -51,8 +54,8 @@ def expected_columns(schema: str) -> dict[str, dict[str, str]]:
     ):
         columns = {}
         for line in body.strip().splitlines():
-            match = re.match(r"\s*(\w+) ([A-Z]+(?:\(\d+\))?)", line)
-            if match and match.group(1) != "UNIQUE":
+            match = re.match(r"\s*(\w+) (DOUBLE PRECISION|[A-Z]+(?:\(\d+\))?(?:\[\])?)", line)
+            if match and match.group(1) not in ("UNIQUE", "PRIMARY"):
                 columns[match.group(1)] = _pg_type(match.group(2))
         tables[table] = columns
     return tables

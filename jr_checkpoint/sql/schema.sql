@@ -106,3 +106,29 @@ CREATE TABLE IF NOT EXISTS jr_task_checkpoints (
 
 CREATE INDEX IF NOT EXISTS idx_checkpoints_task
     ON jr_task_checkpoints(task_id);
+
+-- Not in the seed: one row per attempt of a task (one checkpointed execute_steps call that
+-- took the task's lease), kept after the task finishes; `prune` removes it with the task's
+-- step rows. Written when an attempt begins and when it ends, never per step. It is also the
+-- lease's fence: an owner token is valid only while its attempt is the task's latest and
+-- open (ended_at IS NULL), whatever became of the checkpoint row (see functions.sql).
+--   outcome      running, finished, failed, died, lost, exhausted, unchecked
+--   ran/skipped/failed  step numbers (jr_step_rewards.step_number); NULL: not known
+--   resumed_at   the first step run after skipping earlier ones; NULL: nothing skipped
+--   lease_until  server epoch seconds, renewed with the checkpoint row's copy
+CREATE TABLE IF NOT EXISTS jr_task_attempts (
+    task_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    owner TEXT,
+    host TEXT,
+    pid INTEGER,
+    started_at TIMESTAMP DEFAULT NOW(),
+    ended_at TIMESTAMP,
+    outcome VARCHAR(20) NOT NULL DEFAULT 'running',
+    resumed_at INTEGER,
+    ran INTEGER[],
+    skipped INTEGER[],
+    failed INTEGER[],
+    lease_until DOUBLE PRECISION,
+    PRIMARY KEY (task_id, attempt)
+);
