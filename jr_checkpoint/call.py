@@ -8,6 +8,7 @@ A step's path runs decorator → here → steps (what the step is) → store (it
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from . import steps as step_rules
 from .errors import DatabaseUnavailable, TaskExhaustedError, TaskLockedError, TaskOwnershipLost
 from .log import emit
 from .steps import ERROR, FAILED, SUCCESS, Row, SlotPlan, StepSequence
-from .store import CheckpointStore, TaskState
+from .store import AttemptEnd, CheckpointStore, TaskState
 
 if TYPE_CHECKING:
     from .decorator import Options
@@ -40,6 +41,33 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {safe_text(exc)}"
 
 
+class Recording(enum.Enum):
+    """Where a call's records go. The transitions (anything else is a bug):
+
+    - ``NONE`` → ``LIVE`` when the call takes the task's lease; it stays ``NONE`` (the whole
+      call unchecked) when the ledger could not be reached at its start;
+    - ``LIVE`` → ``OUTAGE`` when a record cannot be written for now (a dropped connection, a
+      full disk, a failover): records wait in ``pending``; ``OUTAGE`` → ``LIVE`` when they
+      are written;
+    - ``LIVE``/``OUTAGE`` → ``OFF`` when a record failed in a way that would fail again: the
+      rest of the call runs unrecorded (its lease is still held and checked);
+    - ``LIVE``/``OUTAGE``/``OFF`` → ``LOST`` when another worker took the task over, or the
+      lease surely ran out by our own clock without a renewal: no further step runs;
+    - any → ``ENDED`` when the attempt is closed (by the last step's record, or at the end).
+    """
+
+    NONE = "none"
+    LIVE = "live"
+    OUTAGE = "outage"
+    OFF = "off"
+    LOST = "lost"
+    ENDED = "ended"
+
+
+#: States in which the call holds the task's lease.
+_HOLDING = (Recording.LIVE, Recording.OUTAGE, Recording.OFF)
+
+
 class TaskRun:
     """One decorated ``execute_steps`` call for one task."""
 
@@ -55,16 +83,28 @@ class TaskRun:
         self.options = options
         self.passthrough = passthrough
         self.in_step = False
+        self.recording = Recording.NONE
         self.state = TaskState(attempt=1, checkpoint=None)
         self.plan = SlotPlan(task_id, {})
         self.digests: dict[int, str | None] = {}
-        self.owner: str | None = None  # our lease on the task, while we hold it
-        self.degraded = False  # the ledger failed: records wait in `pending` or are dropped
-        self.pending: list[dict[str, Any]] = []  # records not yet written (the server is down)
+        self.pending: list[dict[str, Any]] = []  # records not yet written (OUTAGE)
         self.last_flush = 0.0
         self.succeeded: set[int] = set()  # positions known to have succeeded
         self.resume_at = 0  # the first position not known to have succeeded
         self.unchecked_warned = False
+        self.expired = False  # LOST by our own clock (nobody took the task: pending may land)
+        self.unrecorded = 0  # steps run whose record was dropped
+        self.outcome: str | None = None  # how the attempt ended, once ENDED
+        # For the attempt's row: step numbers (ledger slots) run, failed and skipped.
+        self.ran: dict[int, None] = {}
+        self.failed: dict[int, None] = {}
+        self.skipped: dict[int, None] = {}
+        self.first_run: int | None = None
+
+    @property
+    def owner(self) -> str | None:
+        """Our lease token while we hold the task."""
+        return self.state.owner if self.recording in _HOLDING else None
 
     def _log(self, level: int, message: str, *args: Any, action: str, **extra: Any) -> None:
         emit(logger, level, message, *args, action=action, task_id=self.task_id, **extra)
@@ -72,12 +112,32 @@ class TaskRun:
     # -- fail-open --------------------------------------------------------------------------
 
     def _degrade(self, exc: BaseException, doing: str) -> None:
-        if not self.degraded:
+        """A ledger call failed: an outage keeps the records, anything else stops recording."""
+        outage = isinstance(exc, DatabaseUnavailable)
+        if self.recording in (Recording.LIVE, Recording.NONE):
             self._log(logging.WARNING, "[CHECKPOINT] task %s: %s failed, running the rest unchecked: %s",
                       self.task_id, doing, safe_text(exc), action="checkpoint_unavailable")
-        self.degraded = True
-        if not isinstance(exc, DatabaseUnavailable):
-            self.pending.clear()  # not an outage: these records would fail again
+        if self.recording in (Recording.LIVE, Recording.OUTAGE):
+            if outage:
+                self.recording = Recording.OUTAGE
+            else:
+                if self.pending:
+                    self._log(logging.WARNING,
+                              "[CHECKPOINT] task %s: %s step record(s) dropped: the ledger refused them (%s)",
+                              self.task_id, len(self.pending), safe_text(exc), action="records_dropped")
+                self.unrecorded += len(self.pending)
+                self.pending.clear()
+                self.recording = Recording.OFF
+
+    def _lose(self, reason: str, position: int | None, *, expired: bool = False) -> TaskOwnershipLost:
+        self.recording, self.expired = Recording.LOST, expired
+        if not expired:
+            self.unrecorded += len(self.pending)
+            self.pending.clear()  # refused, whatever happens: another worker has the task
+        where = f" before step {position}" if position is not None else ""
+        self._log(logging.WARNING, "[CHECKPOINT] task %s: %s; stopping%s", self.task_id, reason, where,
+                  action="lease_lost")
+        return TaskOwnershipLost(f"task {self.task_id}: {reason}; stopping{where}")
 
     # -- start and end of the call ----------------------------------------------------------
 
@@ -90,8 +150,8 @@ class TaskRun:
             return
         if state is None:
             raise TaskLockedError(f"task {self.task_id} is being run by another worker")
-        self.state, self.owner = state, state.owner
-        self.store.hold(self.task_id, self.owner)
+        self.state, self.recording = state, Recording.LIVE
+        self.store.hold(self.task_id, state.owner, state.lease_until)
         self.plan = SlotPlan(self.task_id, {
             number: Row(rec.execution_result, rec.content_hash, rec.step_type, rec.target_file)
             for number, rec in state.steps.items()
@@ -145,27 +205,66 @@ class TaskRun:
             return False
         return all(position in self.succeeded for position in range(len(self.steps.items)))
 
+    def _end(self, outcome: str) -> AttemptEnd:
+        skipped = tuple(self.skipped)
+        return AttemptEnd(outcome, self.first_run if skipped else None, tuple(self.ran), skipped,
+                          tuple(self.failed))
+
     def finish(self, completed: bool, exhausted: bool = False) -> None:
-        """Write what is pending, give the task up; when every step succeeded, drop its checkpoint."""
-        owner, self.owner = self.owner, None
-        if owner is None:
+        """Write what is pending, end the attempt, give the task up; when every step succeeded,
+        drop its checkpoint. Never raises."""
+        recording, self.recording = self.recording, Recording.ENDED
+        if recording is not Recording.ENDED:
+            try:
+                self._end_attempt(recording, completed, exhausted)
+            finally:
+                self.recording = Recording.ENDED
+
+    def _end_attempt(self, recording: Recording, completed: bool, exhausted: bool) -> None:
+        if recording is Recording.NONE:
+            self.outcome = "unchecked"
+            if self.ran:  # say so in the history, if the server answers now (one try)
+                try:
+                    self.store.note_unchecked(self.task_id, tuple(self.ran), tuple(self.failed))
+                except Exception:
+                    pass
             return
+        owner = self.state.owner
         self.store.forget_lease(self.task_id, owner)
+        if recording is not Recording.LOST or self.expired:
+            try:
+                self._flush(owner, force=True, patient=recording is not Recording.OUTAGE)
+            except TaskOwnershipLost:
+                recording = Recording.LOST
+            if self.pending:
+                self._log(logging.WARNING, "[CHECKPOINT] task %s: %s step record(s) could not be written",
+                          self.task_id, len(self.pending), action="records_lost")
+                self.unrecorded += len(self.pending)
+                self.pending.clear()
+        if self.outcome is not None:
+            return  # the last step's record ended the attempt
+        if recording is Recording.LOST:
+            outcome = "lost"
+        elif exhausted:
+            outcome = "exhausted"
+        elif self.unrecorded:
+            outcome = "unchecked"
+        else:
+            outcome = "finished" if completed else "failed"
+        self.outcome = outcome
         try:
-            self._flush(owner, force=True)
-        except TaskOwnershipLost:
-            return  # another worker has it now: nothing of ours to release
-        if self.pending:
-            self._log(logging.WARNING, "[CHECKPOINT] task %s: %s step record(s) could not be written",
-                      self.task_id, len(self.pending), action="records_lost")
-        try:
-            done = completed and not self.degraded
-            if self.store.release_task(self.task_id, owner, completed=done, exhausted=exhausted,
-                                       patient=not self.degraded):
-                self._log(logging.INFO, "[CHECKPOINT] task %s complete, checkpoint cleaned up",
-                          self.task_id, action="task_completed")
+            answer = self.store.release_task(
+                self.task_id, owner, completed=outcome == "finished", exhausted=exhausted,
+                end=self._end(outcome), patient=recording is Recording.LIVE)
         except Exception as exc:  # the lease expires by itself
-            self._degrade(exc, "releasing the task")
+            self._log(logging.WARNING, "[CHECKPOINT] task %s: giving the task up failed: %s",
+                      self.task_id, safe_text(exc), action="release_failed")
+            return
+        if answer == "released":
+            self._log(logging.INFO, "[CHECKPOINT] task %s complete, checkpoint cleaned up",
+                      self.task_id, action="task_completed")
+        elif answer == "lost":
+            self.outcome = "lost"
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -179,16 +278,20 @@ class TaskRun:
         if position in self.succeeded:  # known from the ledger, even if it is unreachable now
             self._log(logging.INFO, "[CHECKPOINT] Step %s already succeeded, skipping", position,
                       action="step_skipped", step_number=position)
+            slot = self.plan.slot_of.get(position)
+            if slot is not None:
+                self.skipped[slot] = None
             skipped = {"success": True, "skipped": True, "checkpoint_hit": True,
                        "step_number": position}
             path = step_rules.target_file(step)
             if path:  # the host's own retry drops steps whose result names a done path
                 skipped["path"] = path
             return skipped
-        if self.owner is not None and self.store.lost(self.task_id, self.owner):
-            self.owner = None
-            raise TaskOwnershipLost(f"task {self.task_id}: another worker took it over; stopping "
-                                    f"before step {position}")
+        if self.recording in _HOLDING:
+            self._check_lease(position)
+        elif self.recording is Recording.LOST:
+            raise TaskOwnershipLost(f"task {self.task_id}: the task is no longer ours; "
+                                    f"not running step {position}")
         clock = self.options.clock
         started = clock()
         self.in_step = True
@@ -212,6 +315,15 @@ class TaskRun:
         self._record(position, step, outcome, elapsed, error)
         return result
 
+    def _check_lease(self, position: int) -> None:
+        """Before a step runs: is the task still surely ours?"""
+        owner = self.state.owner
+        if self.store.lost(self.task_id, owner):
+            raise self._lose("another worker took it over", position)
+        if self.store.clock() >= self.store.lease_until(self.task_id, owner):
+            raise self._lose(f"its lease ran out ({self.store.lease:g} s) without a renewal "
+                             f"(the ledger did not answer)", position, expired=True)
+
     def _record(self, position: int, step: Any, outcome: str, elapsed_ms: int, error: Any) -> None:
         if outcome == SUCCESS:
             self.succeeded.add(position)
@@ -220,42 +332,65 @@ class TaskRun:
             self.succeeded.discard(position)
             self.resume_at = min(self.resume_at, position)
         digest = self.digests.get(position)
-        if self.owner is None or digest is None:
+        if self.recording not in _HOLDING or digest is None:
+            if self.recording is Recording.NONE and digest is not None:
+                self._note_ran(self.plan.slot(position), outcome)
             return
-        if self.degraded and not self.pending:
-            return  # not an outage: recording stopped for good
         slot = self.plan.record(position, outcome, digest)
-        self.pending.append(dict(
+        self._note_ran(slot, outcome)
+        if self.recording is Recording.OFF:
+            self.unrecorded += 1
+            return
+        record = dict(
             step_number=slot, execution_result=outcome, step_type=step_rules.step_type(step),
             target_file=step_rules.target_file(step), content_hash=digest,
             execution_time_ms=elapsed_ms, error_detail=None if error is None else safe_text(error),
-            last_completed_step=self.resume_at - 1, total_steps=self.steps.total))
-        self._flush(self.owner, force=not self.degraded)
+            last_completed_step=self.resume_at - 1, total_steps=self.steps.total)
+        if (outcome == SUCCESS and self.recording is Recording.LIVE and not self.pending
+                and self.all_succeeded()):
+            record["end"] = self._end("finished")  # the last step: the same statement ends the attempt
+        self.pending.append(record)
+        self._flush(self.state.owner, force=self.recording is Recording.LIVE)
 
-    def _flush(self, owner: str, force: bool) -> None:
-        """Write the pending records in order; patient (rides out a restart) unless degraded."""
+    def _note_ran(self, slot: int, outcome: str) -> None:
+        if self.first_run is None:
+            self.first_run = slot
+        self.ran[slot] = None
+        if outcome == SUCCESS:
+            self.failed.pop(slot, None)
+        else:
+            self.failed[slot] = None
+
+    def _flush(self, owner: str, force: bool, patient: bool | None = None) -> None:
+        """Write the pending records in order; patient (rides out a restart) unless in an outage."""
         if not self.pending:
             return
         now = time.monotonic()
         if not force and now - self.last_flush < self.FLUSH_EVERY:
             return
         self.last_flush = now
+        if patient is None:
+            patient = self.recording is Recording.LIVE
         try:
             while self.pending:
-                self.store.record_step(self.task_id, owner=owner, patient=not self.degraded,
-                                       **self.pending[0])
+                record = self.pending[0]
+                self.store.record_step(self.task_id, owner=owner, patient=patient, **record)
                 self.pending.pop(0)
+                if record.get("end") is not None:
+                    self.outcome = record["end"].outcome
+                    self._log(logging.INFO, "[CHECKPOINT] task %s complete, checkpoint cleaned up",
+                              self.task_id, action="task_completed")
         except TaskOwnershipLost:
-            self.owner = None
-            self.pending.clear()
-            raise
+            raise self._lose("another worker took it over", None) from None
         except Exception as exc:  # a failed record never fails the step (an outage keeps them pending)
             self._degrade(exc, "recording a step")
             return
-        if self.degraded:
+        if self.recording is Recording.OUTAGE:
             self._log(logging.INFO, "[CHECKPOINT] task %s: the ledger answers again; recording resumed",
                       self.task_id, action="checkpoint_available")
-            self.degraded = False
+            self.recording = Recording.LIVE
+        if self.outcome is not None:
+            self.recording = Recording.ENDED
 
 
-__all__ = ["TaskRun", "safe_text"]
+__all__ = ["Recording", "TaskRun", "describe_error", "safe_text"]

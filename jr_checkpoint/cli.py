@@ -60,7 +60,8 @@ def _migrate(args: argparse.Namespace, target: dsn_module.Target) -> int:
         print(f"{PREFIX} Schema OK: {', '.join(schema.TABLE_NAMES)} at {target.describe()}")
         return 0
     if args.drop:
-        if not _confirm(f"Drop {' and '.join(schema.TABLE_NAMES)} at {target.describe()}?", args.yes):
+        names = schema.TABLE_NAMES
+        if not _confirm(f"Drop {', '.join(names[:-1])} and {names[-1]} at {target.describe()}?", args.yes):
             print(f"{PREFIX} Nothing dropped.")
             return 1
         schema.drop_tables(target, args.connect_timeout)

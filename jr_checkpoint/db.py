@@ -16,11 +16,21 @@ import psycopg2
 import psycopg2.errors
 
 from .dsn import DEFAULT_CONNECT_TIMEOUT, Target, first_line, redacted, scrub
-from .errors import DatabaseUnavailable, SchemaMissing, StoreError
+from .errors import DatabaseUnavailable, SchemaMissing, StoreError, TaskOwnershipLost
 
 #: SQLSTATEs that mean the session is gone: class 08 (connection exception) and the
 #: operator-intervention codes of a server shutting down or starting up.
 _CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
+
+#: SQLSTATEs of a server that cannot take the statement *now* but will again: class 53
+#: (disk_full, out_of_memory, too_many_connections, ...), read_only_sql_transaction (a
+#: standby, or a primary demoted by a failover: a new connection finds the new primary),
+#: serialization_failure, deadlock_detected, lock_not_available (a lock_timeout). Each
+#: statement is idempotent, so it is sent again like after a dropped connection.
+_TRANSIENT = ("53", "25006", "40001", "40P01", "55P03")
+
+#: Raised by jr_checkpoint_record_step_v2 when the task changed hands under the statement.
+_LOST_TASK = "JRC01"
 
 
 def connect(target: Target, timeout: float | None = DEFAULT_CONNECT_TIMEOUT, *,
@@ -47,6 +57,12 @@ def is_connection_lost(exc: psycopg2.Error) -> bool:
     return code.startswith(_CONNECTION_LOST)
 
 
+def is_transient(exc: psycopg2.Error) -> bool:
+    """True when the server refused the statement for now: an outage, not a failure."""
+    code = getattr(exc, "pgcode", None)
+    return code is not None and code.startswith(_TRANSIENT)
+
+
 def translate(exc: psycopg2.Error, target: Target, action: str = "query") -> Exception:
     """The package's error for a psycopg2 error that happened while doing ``action``."""
     secrets = target.secrets()
@@ -58,9 +74,14 @@ def translate(exc: psycopg2.Error, target: Target, action: str = "query") -> Exc
     elif isinstance(exc, psycopg2.errors.UndefinedFunction):
         error = SchemaMissing(
             f"the checkpoint functions do not exist at {target.describe()}: run `jr-checkpoint migrate`")
+    elif getattr(exc, "pgcode", None) == _LOST_TASK:
+        error = TaskOwnershipLost(f"{first_line(cause)}; stopping")
     elif is_connection_lost(exc):
         error = DatabaseUnavailable(
             f"lost the connection to PostgreSQL at {target.describe()}: {first_line(cause)}")
+    elif is_transient(exc):
+        error = DatabaseUnavailable(
+            f"PostgreSQL at {target.describe()} cannot take it now: {first_line(cause)}")
     else:
         error = StoreError(f"{action} failed at {target.describe()}: {first_line(cause)}")
     error.__cause__ = cause
@@ -77,4 +98,4 @@ def wrap_exceptions(target: Target, action: str = "query") -> Iterator[None]:
         raise error from error.__cause__
 
 
-__all__ = ["connect", "is_connection_lost", "translate", "wrap_exceptions"]
+__all__ = ["connect", "is_connection_lost", "is_transient", "translate", "wrap_exceptions"]

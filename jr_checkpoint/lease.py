@@ -7,6 +7,7 @@ waiting for the lease to expire. :class:`LeaseKeeper` renews the leases a store 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -53,20 +54,25 @@ def holder_is_dead(holder: Any) -> bool:
 
 
 class LeaseKeeper:
-    """One daemon thread per store: renews the leases it holds every third of a lease."""
+    """One daemon thread per store: renews the leases it holds every third of a lease.
+
+    For each lease it keeps whether a renewal found it lost, and until when, by this process's
+    monotonic clock, the last successful renewal surely keeps it: the send time of that
+    renewal plus the lease (the server counts from a later moment). A worker asks before each
+    step; past that time, with no renewal since, the task may already be another worker's.
+    """
 
     def __init__(self, store: Any):
         self.store = store
-        self.leases: dict[tuple[int, str], bool] = {}  # (task, owner) -> lost
+        self.leases: dict[tuple[int, str], list] = {}  # (task, owner) -> [lost, until]
         self.lock = threading.Lock()
         self.wake = threading.Event()
-        self.stopped = False
         self.thread = threading.Thread(target=self._loop, name="jr-checkpoint-lease", daemon=True)
         self.thread.start()
 
-    def add(self, task_id: int, owner: str) -> None:
+    def add(self, task_id: int, owner: str, until: float = math.inf) -> None:
         with self.lock:
-            self.leases[(task_id, owner)] = False
+            self.leases[(task_id, owner)] = [False, until]
 
     def remove(self, task_id: int, owner: str) -> None:
         with self.lock:
@@ -74,27 +80,36 @@ class LeaseKeeper:
 
     def is_lost(self, task_id: int, owner: str) -> bool:
         # Asked before every step: one dict read, atomic under the GIL, needs no lock.
-        return self.leases.get((task_id, owner), False)
+        lease = self.leases.get((task_id, owner))
+        return lease is not None and lease[0]
+
+    def until(self, task_id: int, owner: str) -> float:
+        lease = self.leases.get((task_id, owner))
+        return lease[1] if lease is not None else -math.inf
 
     def stop(self) -> None:
-        self.stopped = True
         self.wake.set()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout=5)
 
     def _loop(self) -> None:
+        clock = self.store.clock
         while not self.wake.wait(self.store.lease / 3):
             with self.lock:
-                held = [key for key, lost in self.leases.items() if not lost]
+                held = [key for key, (lost, _) in self.leases.items() if not lost]
             for task_id, owner in held:
+                sent = clock()
                 try:
                     kept = self.store.renew(task_id, owner)
-                except Exception:  # down for now: the next tick tries again
+                except Exception:  # down for now: the next tick tries again; `until` stays
                     continue
-                if not kept:
-                    with self.lock:
-                        if (task_id, owner) in self.leases:
-                            self.leases[(task_id, owner)] = True
+                with self.lock:
+                    lease = self.leases.get((task_id, owner))
+                    if lease is not None:
+                        if kept:
+                            lease[1] = max(lease[1], sent + self.store.lease)
+                        else:
+                            lease[0] = True
         self.wake.clear()
 
 

@@ -17,9 +17,12 @@ TABLE_NAMES = tuple(TABLES)
 #: The functions a worker calls (sql/functions.sql), as ``name(argument types)``: ``migrate
 #: --check`` verifies that each exists and that the connecting role may EXECUTE it.
 WORKER_FUNCTIONS: tuple[str, ...] = (
-    "jr_checkpoint_begin(integer, integer, text, double precision, jsonb, text)",
-    "jr_checkpoint_record_step(integer, text, integer, varchar, text, varchar, varchar, integer,"
-    " text, integer, integer, double precision)",
+    "jr_checkpoint_begin_v2(integer, integer, text, double precision, jsonb, text)",
+    "jr_checkpoint_record_step_v2(integer, text, integer, varchar, text, varchar, varchar, integer,"
+    " text, integer, integer, double precision, text, integer, integer[], integer[], integer[])",
+    "jr_checkpoint_end_v2(integer, text, boolean, boolean, text, integer, integer[], integer[], integer[])",
+    "jr_checkpoint_renew_v2(integer, text, double precision)",
+    "jr_checkpoint_note_unchecked_v2(integer, jsonb, integer[], integer[])",
 )
 
 

@@ -15,9 +15,12 @@ renews the leases this process holds, so a step may run for longer than the leas
 that died gives its task up when its lease expires, or at once to a worker on the same host,
 which can see that the owner's process is gone.
 
-**Outages.** A dropped connection, however psycopg2 reports it, is reopened and the
-statement sent again (each is idempotent) until ``outage`` seconds have passed; only then
-does the call fail with :class:`DatabaseUnavailable`.
+**Outages.** A dropped connection, however psycopg2 reports it, or a server that cannot
+take the statement now (a full disk, a failover: :func:`jr_checkpoint.db.is_transient`), is
+reopened and the statement sent again (each is idempotent) until ``outage`` seconds have
+passed since the first failure; only then does the call fail with :class:`DatabaseUnavailable`.
+Connections use libpq's dead-peer detection (keepalives, ``tcp_user_timeout``) unless the DSN
+sets its own, so a silent network fails a statement within a third of a lease.
 """
 
 from __future__ import annotations
@@ -84,12 +87,34 @@ class StepRecord:
 
 @dataclass
 class TaskState:
-    """What the ledger knows about a task when an attempt begins, and whose attempt it is."""
+    """What the ledger knows about a task when an attempt begins, and whose attempt it is.
+
+    ``attempt`` counts the attempts of the unfinished task (the checkpoint's, for
+    ``max_attempts``); ``number`` is this attempt's row in jr_task_attempts (all its history).
+    ``lease_until`` is this process's monotonic clock reading when the lease surely ends.
+    """
 
     attempt: int
     checkpoint: dict[str, Any] | None
     steps: dict[int, StepRecord] = field(default_factory=dict)
     owner: str | None = None
+    number: int | None = None
+    lease_until: float = math.inf
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How an attempt ended, for its row in jr_task_attempts: step numbers it ran, skipped, failed."""
+
+    outcome: str
+    resumed_at: int | None = None
+    ran: tuple[int, ...] = ()
+    skipped: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()
+
+    def params(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "resumed_at": self.resumed_at, "ran": list(self.ran),
+                "skipped": list(self.skipped), "failed": list(self.failed)}
 
 
 class CheckpointStore:
@@ -129,6 +154,11 @@ class CheckpointStore:
         self._keeper: LeaseKeeper | None = None
         self.round_trips = 0
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The monotonic clock this store measures outages and leases with."""
+        return self._clock
+
     # -- connection -------------------------------------------------------------------------
 
     @property
@@ -153,12 +183,26 @@ class CheckpointStore:
             self._conn, self._keeper, self._pid = None, None, os.getpid()
         if self._conn is None or self._conn.closed:
             self._conn = None
-            extra = {} if "application_name" in self.target.params else {
-                "application_name": f"jr-checkpoint pid {os.getpid()}"}  # for pg_stat_activity
-            conn = self.target.connect(self.connect_timeout, **extra)
+            conn = self.target.connect(self.connect_timeout, **self._connection_defaults())
             conn.autocommit = True
             self._conn = conn
         return self._conn
+
+    def _connection_defaults(self) -> dict[str, Any]:
+        """What this store's connections get unless the DSN says otherwise: a name for
+        pg_stat_activity, and libpq's dead-peer detection bounded by a third of the lease, so
+        that a silent network (a partition, a dead host) fails a statement well before the
+        lease could run out under it, instead of after the kernel's ~15 minutes."""
+        bound = self.lease / 3 if math.isfinite(self.lease) else 10.0
+        defaults: dict[str, Any] = {
+            "application_name": f"jr-checkpoint pid {os.getpid()}",
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(bound / 2)),
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": max(1000, int(bound * 1000)),
+        }
+        return {key: value for key, value in defaults.items() if key not in self.target.params}
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -191,7 +235,7 @@ class CheckpointStore:
         seconds. Others (the command line's) try once. ``sql``: the text, when it is not
         ``QUERIES[name]`` as it stands."""
         text = QUERIES[name] if sql is None else sql
-        deadline = self._clock() + self.outage
+        deadline = None  # the outage clock runs from the first failure
         delay, tries = 0.05, 0
         while True:
             tries += 1
@@ -212,6 +256,8 @@ class CheckpointStore:
                     if not isinstance(error, DatabaseUnavailable):
                         raise error from error.__cause__
                     self._drop_connection()
+                    if deadline is None:
+                        deadline = self._clock() + self.outage
                 except ValueError as exc:  # psycopg2 refuses some values (NUL bytes) before sending
                     raise StoreError(f"{name} failed: {dsn_module.first_line(exc)}") from None
             if not patient:
@@ -240,11 +286,14 @@ class CheckpointStore:
         deadline = None if wait is None else self._clock() + wait
         delay, takeover = 0.02, owner
         while True:
+            sent = self._clock()
             (answer,) = self._run("begin_task", {
                 "task_id": task_id, "total_steps": total_steps, "owner": owner,
                 "lease": self.lease, "holder": holder, "takeover": takeover}, patient=True)
             if answer["taken"]:
-                return self._state(answer, owner)
+                # The server computed lease_until from its clock after we sent the call: by
+                # ours, the lease lasts at least until `sent + lease`.
+                return self._state(answer, owner, sent + self.lease)
             current = answer.get("holder") or {}
             if holder_is_dead(current.get("holder")) and current.get("owner") != takeover:
                 emit(logger, logging.WARNING, "[CHECKPOINT] task %s: its owner (pid %s) died; taking it over",
@@ -258,35 +307,50 @@ class CheckpointStore:
             delay = min(delay * 2, 0.5)
 
     @staticmethod
-    def _state(answer: Mapping[str, Any], owner: str) -> TaskState:
+    def _state(answer: Mapping[str, Any], owner: str, lease_until: float) -> TaskState:
         checkpoint = answer.get("checkpoint") or {}
         records = {row[0]: StepRecord(*row) for row in answer.get("steps") or ()}
         data = checkpoint.get("checkpoint_data") or {}
         attempt = data.get("attempts") if isinstance(data, dict) else None
-        return TaskState(attempt if isinstance(attempt, int) else 1, checkpoint, records, owner)
+        number = answer.get("attempt")
+        return TaskState(attempt if isinstance(attempt, int) else 1, checkpoint, records, owner,
+                         number if isinstance(number, int) else None, lease_until)
 
     def release_task(self, task_id: int, owner: str, *, completed: bool, exhausted: bool = False,
-                     patient: bool = True) -> bool:
-        """Give the task up; when ``completed``, drop its checkpoint row; when ``exhausted``
-        (its attempts are used up), mark the row so. True if the row was dropped."""
+                     end: AttemptEnd | None = None, patient: bool = True) -> str:
+        """End the attempt and give the task up: ``'released'`` when ``completed`` dropped its
+        checkpoint row, ``'kept'`` (for the next attempt; marked so when ``exhausted``), or
+        ``'lost'`` when another worker had taken it over."""
         self.forget_lease(task_id, owner)
-        removed, _ = self._run("release_task", {"task_id": task_id, "owner": owner,
-                                                "completed": completed, "exhausted": exhausted},
-                               patient=patient)
-        return bool(removed)
+        end = end or AttemptEnd("finished" if completed else "exhausted" if exhausted else "failed")
+        (answer,) = self._run("release_task", {"task_id": task_id, "owner": owner,
+                                               "completed": completed, "exhausted": exhausted,
+                                               **end.params()}, patient=patient)
+        return answer
+
+    def note_unchecked(self, task_id: int, ran: tuple[int, ...], failed: tuple[int, ...]) -> None:
+        """Note a call that ran without the lease (the server was down when it began)."""
+        self._run("note_unchecked", {"task_id": task_id, "holder": json.dumps(holder_identity()),
+                                     "ran": list(ran), "failed": list(failed)})
 
     def renew(self, task_id: int, owner: str) -> bool:
         """Push the lease's expiry back; False when another worker took the task from ``owner``."""
-        (lost,) = self._run("renew_lease", {"task_id": task_id, "owner": owner, "lease": self.lease})
-        return not lost
+        (answer,) = self._run("renew_lease", {"task_id": task_id, "owner": owner, "lease": self.lease})
+        return answer != "lost"
 
-    def hold(self, task_id: int, owner: str) -> None:
-        """Keep renewing this lease in the background until :meth:`forget_lease`."""
+    def hold(self, task_id: int, owner: str, lease_until: float = math.inf) -> None:
+        """Keep renewing this lease in the background until :meth:`forget_lease`;
+        ``lease_until``: when it surely ends by this process's clock, until renewed."""
         with self._lock:
             if self._keeper is None:
                 self._keeper = LeaseKeeper(self)
             keeper = self._keeper
-        keeper.add(task_id, owner)
+        keeper.add(task_id, owner, lease_until)
+
+    def lease_until(self, task_id: int, owner: str) -> float:
+        """When, by this process's monotonic clock, the lease last renewed surely ends."""
+        keeper = self._keeper
+        return keeper.until(task_id, owner) if keeper is not None else -math.inf
 
     def forget_lease(self, task_id: int, owner: str) -> None:
         keeper = self._keeper
@@ -314,9 +378,11 @@ class CheckpointStore:
         error_detail: Any = None,
         last_completed_step: int = -1,
         total_steps: int | None = None,
+        end: AttemptEnd | None = None,
         patient: bool = True,
     ) -> None:
-        """Record one step's outcome and move the checkpoint, in one statement, as ``owner``.
+        """Record one step's outcome and move the checkpoint, in one statement, as ``owner``;
+        with ``end``, the same statement then ends the attempt and releases the completed task.
 
         Raises :class:`TaskOwnershipLost` (and writes nothing) when ``owner`` lost the task.
         """
@@ -331,7 +397,11 @@ class CheckpointStore:
                     f"{_argument(target_file, rest)}, {_argument(content_hash, rest, bounded=False)}, "
                     f"{_argument(execution_result, rest, bounded=False)}, "
                     f"{_number(execution_time_ms)}, {_argument(error_detail, rest)}, "
-                    f"{last_completed_step}, {_number(total_steps)}, {self._lease_text}{_RECORD_TAIL}")
+                    f"{last_completed_step}, {_number(total_steps)}, {self._lease_text}"
+                    f"{_END_ARGUMENTS if end is not None else ''}{_RECORD_TAIL}")
+            if end is not None:
+                rest.extend((end.outcome, end.resumed_at, list(end.ran), list(end.skipped),
+                             list(end.failed)))
             (recorded,) = self._run("record_step", tuple(rest) or None, patient=patient, sql=text)
         else:  # let the server refuse it, in its own words (the casts of record_step)
             step_type = bound_text(step_type)
@@ -341,9 +411,12 @@ class CheckpointStore:
                 "target_file": bound_text(target_file), "content_hash": content_hash,
                 "execution_result": execution_result, "execution_time_ms": execution_time_ms,
                 "error_detail": bound_text(error_detail), "last_completed_step": last_completed_step,
-                "total_steps": total_steps, "lease": self.lease}, patient=patient)
+                "total_steps": total_steps, "lease": self.lease,
+                **_end_params(end)}, patient=patient)
         if not recorded:
             raise TaskOwnershipLost(f"task {task_id}: another worker took it over; stopping")
+        if end is not None:
+            self.forget_lease(task_id, owner)  # released with the record
 
     def load_task(self, task_id: int) -> dict[str, Any] | None:
         """Everything recorded for a task, in one query; None when nothing is."""
@@ -411,6 +484,15 @@ _RECORD_HEAD, _RECORD_TAIL = "\n".join(
 ).split("{values}")
 
 
+_END_ARGUMENTS = ", %s, %s, %s::integer[], %s::integer[], %s::integer[]"
+
+
+def _end_params(end: AttemptEnd | None) -> dict[str, Any]:
+    if end is None:
+        return {"end_outcome": None, "resumed_at": None, "ran": None, "skipped": None, "failed": None}
+    return {"end_outcome": end.outcome, **{k: v for k, v in end.params().items() if k != "outcome"}}
+
+
 def _int4(value: Any) -> bool:
     """True for a Python int that fits PostgreSQL's INTEGER (not a bool, a float, a string)."""
     return type(value) is int and -_INT4_MAX - 1 <= value <= _INT4_MAX
@@ -453,6 +535,7 @@ def _json(value: Mapping[str, Any] | None) -> str | None:
 
 
 __all__ = [
+    "AttemptEnd",
     "DEFAULT_LEASE",
     "DEFAULT_OUTAGE",
     "CheckpointStore",

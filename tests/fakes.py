@@ -4,8 +4,10 @@ Unit tests use :class:`FakeStore`; tests of the decorator's mechanics on real Po
 :class:`FileExecutor`. Tests about the host itself use the stand-in in ``tests/host``.
 """
 
+import math
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from jr_checkpoint.errors import TaskOwnershipLost
@@ -86,6 +88,11 @@ class FakeStore:
         self.held: set[int] = set()
         self.calls: list[str] = []
         self.taken_over: set[int] = set()  # tasks another worker took from this one
+        self.ended: dict[int, list] = {}  # task -> the AttemptEnd of each ended attempt
+        self.unchecked: list[tuple] = []
+        self.lease = 30.0
+        self.clock = time.monotonic
+        self.leases: dict[tuple[int, str], float] = {}
         self.lock = threading.Lock()
 
     def begin_task(self, task_id, total_steps=None, *, wait=0.0):
@@ -101,29 +108,47 @@ class FakeStore:
                  for (t, n), r in self.rows.items() if t == task_id}
         return TaskState(cp["checkpoint_data"]["attempts"], dict(cp), steps, owner=f"owner-{task_id}")
 
-    def hold(self, task_id, owner):
+    def hold(self, task_id, owner, lease_until=math.inf):
         self.calls.append("hold")
+        self.leases[(task_id, owner)] = lease_until
+
+    def lease_until(self, task_id, owner):
+        return self.leases.get((task_id, owner), -math.inf)
 
     def forget_lease(self, task_id, owner):
-        pass
+        self.leases.pop((task_id, owner), None)
+
+    def note_unchecked(self, task_id, ran, failed):
+        self.calls.append("note_unchecked")
+        self.unchecked.append((task_id, ran, failed))
 
     def lost(self, task_id, owner):
         return task_id in self.taken_over
 
-    def record_step(self, task_id, step_number, *, owner, patient=True, **fields):
+    def record_step(self, task_id, step_number, *, owner, patient=True, end=None, **fields):
         self.calls.append("record")
         if task_id in self.taken_over:
             raise TaskOwnershipLost(f"task {task_id}: another worker took it over; stopping")
         self.rows[(task_id, step_number)] = fields
         self.checkpoints.setdefault(task_id, {"checkpoint_data": {"attempts": 1}})
         self.checkpoints[task_id]["last_completed_step"] = fields["last_completed_step"]
+        if end is not None:  # the last step's record ends the attempt, as the real one does
+            self._end(task_id, owner, True, end)
 
-    def release_task(self, task_id, owner, *, completed, exhausted=False, patient=True):
+    def release_task(self, task_id, owner, *, completed, exhausted=False, end=None, patient=True):
         self.calls.append("release")
+        if task_id in self.taken_over:
+            self.ended.setdefault(task_id, []).append(end)
+            return "lost"
+        return self._end(task_id, owner, completed, end)
+
+    def _end(self, task_id, owner, completed, end):
         self.held.discard(task_id)
+        self.leases.pop((task_id, owner), None)
+        self.ended.setdefault(task_id, []).append(end)
         if completed:
-            return self.checkpoints.pop(task_id, None) is not None
-        return False
+            return "released" if self.checkpoints.pop(task_id, None) is not None else "kept"
+        return "kept"
 
     def results(self, task_id):
         return {n: r["execution_result"] for (t, n), r in sorted(self.rows.items()) if t == task_id}

@@ -10,16 +10,38 @@ SELECT pg_advisory_xact_lock(%(namespace)s, 0);
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
-WHERE a.attrelid IN (to_regclass('jr_step_rewards'), to_regclass('jr_task_checkpoints'))
+WHERE a.attrelid IN (to_regclass('jr_step_rewards'), to_regclass('jr_task_checkpoints'),
+                    to_regclass('jr_task_attempts'))
   AND a.attnum > 0
   AND NOT a.attisdropped
 ORDER BY c.relname, a.attnum;
+
+-- name: drop_old_functions
+-- The previous release's functions (version 1), kept by `migrate` for its workers during a
+-- rolling upgrade; `migrate --drop-old` drops them once none of those workers is left.
+DROP FUNCTION IF EXISTS jr_checkpoint_begin(integer, integer, text, double precision, jsonb, text);
+DROP FUNCTION IF EXISTS jr_checkpoint_record_step(integer, text, integer, varchar, text, varchar,
+    varchar, integer, text, integer, integer, double precision);
+
+-- name: old_functions
+SELECT count(*) FROM pg_proc
+WHERE proname IN ('jr_checkpoint_begin', 'jr_checkpoint_record_step')
+  AND pronamespace = to_regnamespace(current_schema())::oid;
 
 -- name: drop_tables
 DROP FUNCTION IF EXISTS jr_checkpoint_begin(integer, integer, text, double precision, jsonb, text);
 DROP FUNCTION IF EXISTS jr_checkpoint_record_step(integer, text, integer, varchar, text, varchar,
     varchar, integer, text, integer, integer, double precision);
-DROP TABLE IF EXISTS jr_step_rewards, jr_task_checkpoints;
+DROP FUNCTION IF EXISTS jr_checkpoint_begin_v2(integer, integer, text, double precision, jsonb, text);
+DROP FUNCTION IF EXISTS jr_checkpoint_record_step_v2(integer, text, integer, varchar, text, varchar,
+    varchar, integer, text, integer, integer, double precision, text, integer, integer[], integer[],
+    integer[]);
+DROP FUNCTION IF EXISTS jr_checkpoint_end_v2(integer, text, boolean, boolean, text, integer, integer[],
+    integer[], integer[]);
+DROP FUNCTION IF EXISTS jr_checkpoint_renew_v2(integer, text, double precision);
+DROP FUNCTION IF EXISTS jr_checkpoint_note_unchecked_v2(integer, jsonb, integer[], integer[]);
+DROP FUNCTION IF EXISTS jr_checkpoint_close_dead_v2(integer, text);
+DROP TABLE IF EXISTS jr_step_rewards, jr_task_checkpoints, jr_task_attempts;
 
 -- name: begin_task
 -- Takes the task's lease, counts the attempt, loads every step row: one call, one round trip.
@@ -28,17 +50,18 @@ DROP TABLE IF EXISTS jr_step_rewards, jr_task_checkpoints;
 -- as a bigint literal, for which no function matches (the server would say the function does
 -- not exist, and the store "run migrate"); this way it is "out of range for type integer".
 -- Through text, not straight ::integer, which would round a float (7.5 -> task 8) silently.
-SELECT jr_checkpoint_begin(%(task_id)s::text::integer, %(total_steps)s::text::integer,
+SELECT jr_checkpoint_begin_v2(%(task_id)s::text::integer, %(total_steps)s::text::integer,
                            %(owner)s, %(lease)s, %(holder)s::jsonb, %(takeover)s);
 
 -- name: record_step
 -- The per-step statement: the step's row and the task's checkpoint, only while we own the task.
 -- Integers through ::text::integer, as in begin_task.
-SELECT jr_checkpoint_record_step(
+SELECT jr_checkpoint_record_step_v2(
     %(task_id)s::text::integer, %(owner)s, %(step_number)s::text::integer, %(step_type)s,
     %(target_file)s, %(content_hash)s, %(execution_result)s,
     %(execution_time_ms)s::text::integer, %(error_detail)s,
-    %(last_completed_step)s::text::integer, %(total_steps)s::text::integer, %(lease)s);
+    %(last_completed_step)s::text::integer, %(total_steps)s::text::integer, %(lease)s,
+    %(end_outcome)s, %(resumed_at)s, %(ran)s::integer[], %(skipped)s::integer[], %(failed)s::integer[]);
 
 -- name: record_step_checked
 -- The same, for the common case, every integer already checked to be an INTEGER. The store
@@ -46,42 +69,24 @@ SELECT jr_checkpoint_record_step(
 -- nothing to escape), a psycopg2 placeholder for the rest. The server parses this text at
 -- every step; without the casts, and with few parameters for psycopg2 to quote (about 1.5 us
 -- each), the round trip costs about a fifth less.
-SELECT jr_checkpoint_record_step({values});
+SELECT jr_checkpoint_record_step_v2({values});
 
 -- name: renew_lease
--- Pushes the lease's expiry back. Answers whether the task was lost: another worker took or
--- released it (its fence stays). A row the host's own seed methods replaced or deleted is
--- not lost: the next record takes it back.
-WITH renewed AS (
-    UPDATE jr_task_checkpoints
-    SET checkpoint_data = COALESCE(checkpoint_data, '{}'::jsonb) || jsonb_build_object(
-            'owner', %(owner)s, 'lease_until', extract(epoch FROM clock_timestamp()) + %(lease)s)
-    WHERE task_id = %(task_id)s::text::integer
-      AND (checkpoint_data ->> 'owner' = %(owner)s OR NOT COALESCE(checkpoint_data ? 'fence', false))
-    RETURNING 1
-)
-SELECT NOT EXISTS (SELECT 1 FROM renewed)
-       AND EXISTS (SELECT 1 FROM jr_task_checkpoints
-                   WHERE task_id = %(task_id)s::text::integer
-                     AND COALESCE(checkpoint_data ? 'fence', false));
+-- Pushes the lease's expiry back: 'kept', or 'lost' when another worker took the task or our
+-- attempt was closed (functions.sql).
+SELECT jr_checkpoint_renew_v2(%(task_id)s::text::integer, %(owner)s, %(lease)s);
 
 -- name: release_task
--- Gives the task up. When every step succeeded the checkpoint row goes (step rows stay as
--- history); otherwise it stays, without an owner, for the next attempt, marked "exhausted"
--- when the task used up its attempts (the dashboard shows it so; `reset` forgets it).
-WITH gone AS (
-    DELETE FROM jr_task_checkpoints
-    WHERE task_id = %(task_id)s AND %(completed)s AND checkpoint_data ->> 'owner' = %(owner)s
-    RETURNING 1
-), kept AS (
-    UPDATE jr_task_checkpoints
-    SET checkpoint_data = checkpoint_data - 'owner' - 'lease_until' - 'holder'
-            || CASE WHEN %(exhausted)s THEN '{"exhausted": true}'::jsonb ELSE '{}'::jsonb END,
-        updated_at = NOW()
-    WHERE task_id = %(task_id)s AND NOT %(completed)s AND checkpoint_data ->> 'owner' = %(owner)s
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept);
+-- Ends the attempt and gives the task up: 'released' (every step succeeded: the checkpoint
+-- row went), 'kept' (for the next attempt), or 'lost' (another worker has it now).
+SELECT jr_checkpoint_end_v2(%(task_id)s, %(owner)s, %(completed)s, %(exhausted)s, %(outcome)s,
+                            %(resumed_at)s, %(ran)s::integer[], %(skipped)s::integer[],
+                            %(failed)s::integer[]);
+
+-- name: note_unchecked
+-- A call that never held the lease (the server was down when it began), noted at its end.
+SELECT jr_checkpoint_note_unchecked_v2(%(task_id)s, %(holder)s::jsonb, %(ran)s::integer[],
+                                       %(failed)s::integer[]);
 
 -- name: load_task
 SELECT
@@ -113,5 +118,6 @@ DELETE FROM jr_task_checkpoints WHERE task_id = %(task_id)s;
 
 -- name: forget_task
 WITH steps AS (DELETE FROM jr_step_rewards WHERE task_id = %(task_id)s RETURNING 1),
-     checkpoint AS (DELETE FROM jr_task_checkpoints WHERE task_id = %(task_id)s RETURNING 1)
+     checkpoint AS (DELETE FROM jr_task_checkpoints WHERE task_id = %(task_id)s RETURNING 1),
+     attempts AS (DELETE FROM jr_task_attempts WHERE task_id = %(task_id)s RETURNING 1)
 SELECT (SELECT count(*) FROM steps), (SELECT count(*) FROM checkpoint);

@@ -24,11 +24,13 @@ from tests.seed_text import seed_ddl
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "create_checkpoint_tables.py"
 TABLES = ("jr_step_rewards", "jr_task_checkpoints")
+ALL = "jr_step_rewards, jr_task_checkpoints, jr_task_attempts"
 
 CREATED = [
-    "[Checkpoint Migration] Tables created: jr_step_rewards, jr_task_checkpoints",
+    f"[Checkpoint Migration] Tables created: {ALL}",
     "[Checkpoint Migration] jr_step_rewards: 0 rows",
     "[Checkpoint Migration] jr_task_checkpoints: 0 rows",
+    "[Checkpoint Migration] jr_task_attempts: 0 rows",
     "[Checkpoint Migration] Done — For Seven Generations",
 ]
 
@@ -64,9 +66,10 @@ def test_migrate_twice_prints_the_seeds_lines_and_keeps_the_data(empty_dsn, caps
     code, out, err = run_cli(capsys, "--dsn", empty_dsn)
     assert (code, err) == (0, [])
     # The second time it says so, instead of "Tables created".
-    assert out == ["[Checkpoint Migration] Tables already present: jr_step_rewards, jr_task_checkpoints",
+    assert out == [f"[Checkpoint Migration] Tables already present: {ALL}",
                    "[Checkpoint Migration] jr_step_rewards: 2 rows",
-                   "[Checkpoint Migration] jr_task_checkpoints: 0 rows", CREATED[3]]
+                   "[Checkpoint Migration] jr_task_checkpoints: 0 rows",
+                   "[Checkpoint Migration] jr_task_attempts: 0 rows", CREATED[4]]
 
 
 def test_migrate_names_the_one_table_it_created(empty_dsn, capsys):
@@ -74,7 +77,7 @@ def test_migrate_names_the_one_table_it_created(empty_dsn, capsys):
                      "UNIQUE)")
     code, out, _ = run_cli(capsys, "--dsn", empty_dsn)
     assert code == 0
-    assert out[:2] == ["[Checkpoint Migration] Tables created: jr_step_rewards",
+    assert out[:2] == ["[Checkpoint Migration] Tables created: jr_step_rewards, jr_task_attempts",
                        "[Checkpoint Migration] Tables already present: jr_task_checkpoints"]
 
 
@@ -123,7 +126,7 @@ def test_four_migrations_at_once_all_succeed_and_one_says_it_created_the_tables(
     # Serialized by the migration lock: exactly one created the tables, the others found them.
     outputs = sorted(out.splitlines()[0] for _, out, _ in results)
     assert outputs == [
-        "[Checkpoint Migration] Tables already present: jr_step_rewards, jr_task_checkpoints"] * 3 + [
+        f"[Checkpoint Migration] Tables already present: {ALL}"] * 3 + [
         CREATED[0]]
     assert existing_tables(empty_dsn) == list(TABLES)
 
@@ -266,13 +269,14 @@ def test_check_on_the_created_schema(dsn, capsys):
     target = resolve(dsn).describe()
     assert target.endswith(" dbname=" + psycopg2.extensions.parse_dsn(dsn)["dbname"])
     assert run_cli(capsys, "--check", "--dsn", dsn) == (0, [
-        f"[Checkpoint Migration] Schema OK: jr_step_rewards, jr_task_checkpoints at {target}"], [])
+        f"[Checkpoint Migration] Schema OK: {ALL} at {target}"], [])
 
 
 def test_check_on_an_empty_database_names_both_tables(empty_dsn, capsys):
     assert run_cli(capsys, "--check", "--dsn", empty_dsn) == (1, [], [
         "[Checkpoint Migration] table jr_step_rewards is missing",
         "[Checkpoint Migration] table jr_task_checkpoints is missing",
+        "[Checkpoint Migration] table jr_task_attempts is missing",
     ])
     assert existing_tables(empty_dsn) == []  # --check creates nothing
 
@@ -306,7 +310,8 @@ def test_drop_without_yes_and_no_terminal_refuses(dsn, capsys, monkeypatch):
     code, out, err = run_cli(capsys, "--drop", "--dsn", dsn)
     assert (code, out) == (2, [])
     assert len(err) == 1
-    assert err[0].startswith("jr-checkpoint: error: Drop jr_step_rewards and jr_task_checkpoints at host=")
+    assert err[0].startswith("jr-checkpoint: error: Drop jr_step_rewards, jr_task_checkpoints and "
+                             "jr_task_attempts at host=")
     assert err[0].endswith("? Refusing without --yes (stdin is not a terminal).")
     assert existing_tables(dsn) == list(TABLES)
 
@@ -322,7 +327,7 @@ def test_drop_asks_on_a_terminal_and_no_keeps_the_tables(dsn, capsys, monkeypatc
 def test_drop_yes_drops_both_tables(dsn, capsys):
     query(dsn, "INSERT INTO jr_task_checkpoints (task_id) VALUES (1)")
     assert run_cli(capsys, "--drop", "--yes", "--dsn", dsn) == (0, [
-        "[Checkpoint Migration] Tables dropped: jr_step_rewards, jr_task_checkpoints"], [])
+        f"[Checkpoint Migration] Tables dropped: {ALL}"], [])
     assert existing_tables(dsn) == []
     assert run_cli(capsys, "--drop", "--yes", "--dsn", dsn)[0] == 0  # nothing left: still fine
     assert run_cli(capsys, "--check", "--dsn", dsn)[0] == 1

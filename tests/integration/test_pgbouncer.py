@@ -132,8 +132,8 @@ def test_two_stores_record_steps_one_after_the_other(pgbouncer, dsn, mode):
             for task_id, store in ((21, first), (22, second)):
                 store.record_step(task_id, number, owner=owners[task_id], execution_result="success",
                                   last_completed_step=number, total_steps=2)
-        assert first.release_task(21, owners[21], completed=True) is True
-        assert second.release_task(22, owners[22], completed=True) is True
+        assert first.release_task(21, owners[21], completed=True) == "released"
+        assert second.release_task(22, owners[22], completed=True) == "released"
     with connect(dsn) as conn:
         assert one(conn, "SELECT array_agg(task_id ORDER BY task_id, step_number) "
                          "FROM jr_step_rewards") == [21, 21, 22, 22]
@@ -147,7 +147,7 @@ def test_a_task_and_its_retry_on_another_store(pgbouncer, dsn, mode):
         for number, result in enumerate(("success", "success", "failed")):
             first.record_step(31, number, owner=state.owner, execution_result=result,
                               content_hash=f"h{number}", last_completed_step=min(number, 1))
-        assert first.release_task(31, state.owner, completed=False) is False
+        assert first.release_task(31, state.owner, completed=False) == "kept"
         retry = second.begin_task(31)
         assert retry.attempt == 2
         assert {n: (r.execution_result, r.content_hash) for n, r in retry.steps.items()} == {
@@ -156,7 +156,7 @@ def test_a_task_and_its_retry_on_another_store(pgbouncer, dsn, mode):
         for number in (2, 3):
             second.record_step(31, number, owner=retry.owner, execution_result="success",
                                last_completed_step=number)
-        assert second.release_task(31, retry.owner, completed=True) is True
+        assert second.release_task(31, retry.owner, completed=True) == "released"
     assert rows(dsn, 31) == [(n, "success") for n in range(4)]
 
 

@@ -160,7 +160,7 @@ def test_begin_task_counts_attempts(store, dsn):
         assert store.round_trips - before == 1
         assert state.attempt == expected
         assert state.steps == {}
-        assert store.release_task(9, state.owner, completed=False) is False
+        assert store.release_task(9, state.owner, completed=False) == "kept"
     row = checkpoint_row(dsn, 9)
     assert (row["last_completed_step"], row["total_steps"]) == (-1, None)
     assert row["checkpoint_data"] == {"attempts": 3, "fence": 3}  # no owner: nobody runs it now
@@ -214,16 +214,18 @@ def test_release_completed_removes_the_checkpoint_and_keeps_the_steps(store, dsn
     owner = store.begin_task(7).owner
     store.record_step(7, 0, owner=owner, execution_result="success", last_completed_step=0)
     store.record_step(7, 1, owner=owner, execution_result="success", last_completed_step=1)
-    assert store.release_task(7, owner, completed=True) is True
+    assert store.release_task(7, owner, completed=True) == "released"
     assert checkpoint_row(dsn, 7) is None
     assert [row["step_number"] for row in step_rows(dsn, 7)] == [0, 1]
-    assert store.release_task(7, owner, completed=True) is False  # nothing left to remove
+    # sent again (its answer lost): the same answer, and the attempt stays finished
+    assert store.release_task(7, owner, completed=True) == "released"
+    assert query(dsn, "SELECT outcome FROM jr_task_attempts WHERE task_id = 7") == [("finished",)]
 
 
 def test_release_unfinished_keeps_the_attempts_and_drops_the_owner(store, dsn):
     owner = store.begin_task(7, 2).owner
     store.record_step(7, 0, owner=owner, execution_result="success", last_completed_step=0)
-    assert store.release_task(7, owner, completed=False) is False
+    assert store.release_task(7, owner, completed=False) == "kept"
     row = checkpoint_row(dsn, 7)
     assert (row["last_completed_step"], row["total_steps"]) == (0, 2)
     assert row["checkpoint_data"] == {"attempts": 1, "fence": 1}
@@ -238,8 +240,8 @@ def test_a_release_by_a_former_owner_changes_nothing(store, dsn):
     store.release_task(7, old, completed=False)
     new = store.begin_task(7).owner
     before = checkpoint_row(dsn, 7)
-    assert store.release_task(7, old, completed=True) is False
-    assert store.release_task(7, old, completed=False) is False
+    assert store.release_task(7, old, completed=True) == "kept"  # its own release, sent again
+    assert store.release_task(7, old, completed=False) == "kept"
     assert checkpoint_row(dsn, 7) == before
     assert before["checkpoint_data"]["owner"] == new
 
@@ -385,11 +387,11 @@ def test_an_expired_lease_is_taken_and_its_former_owner_writes_nothing(dsn):
         before = (step_rows(dsn, 7), checkpoint_row(dsn, 7))
         with pytest.raises(TaskOwnershipLost, match="another worker took it over"):
             a.record_step(7, 1, owner=first.owner, execution_result="failed", last_completed_step=1)
-        assert a.release_task(7, first.owner, completed=True) is False
+        assert a.release_task(7, first.owner, completed=True) == "lost"
         assert a.renew(7, first.owner) is False
         assert (step_rows(dsn, 7), checkpoint_row(dsn, 7)) == before  # it wrote nothing
         b.record_step(7, 1, owner=second.owner, execution_result="success", last_completed_step=1)
-        assert b.release_task(7, second.owner, completed=True) is True
+        assert b.release_task(7, second.owner, completed=True) == "released"
 
 
 def test_the_keeper_renews_a_held_lease(dsn):
@@ -562,7 +564,7 @@ def test_a_record_after_the_server_dropped_the_connection_succeeds(store, dsn):
     assert lease_data(dsn, 7)["owner"] == owner  # the lease outlived the session: still ours
     with stores(dsn, {}) as (other,):
         assert other.begin_task(7, wait=0) is None
-    assert store.release_task(7, owner, completed=True) is True
+    assert store.release_task(7, owner, completed=True) == "released"
 
 
 def test_two_threads_share_one_store(store, dsn):
@@ -612,7 +614,7 @@ def test_schema_missing_says_run_migrate(empty_dsn):
 
 
 def test_tables_without_the_functions_say_run_migrate(store, dsn):
-    query(dsn, "DROP FUNCTION jr_checkpoint_begin; DROP FUNCTION jr_checkpoint_record_step")
+    query(dsn, "DROP FUNCTION jr_checkpoint_begin_v2; DROP FUNCTION jr_checkpoint_record_step_v2")
     where = resolve(dsn).describe()
     message = f"the checkpoint functions do not exist at {where}: run `jr-checkpoint migrate`"
     with pytest.raises(SchemaMissing) as info:

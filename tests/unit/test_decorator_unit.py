@@ -54,7 +54,10 @@ def test_records_each_step_and_cleans_up_a_finished_task(make, store):
     assert store.results(1) == {0: "success", 1: "success", 2: "success"}
     assert store.rows[(1, 2)]["content_hash"] == content_hash({"n": 2})
     assert 1 not in store.checkpoints  # every step a success: checkpoint row removed
-    assert store.calls == ["begin", "hold", "record", "record", "record", "release"]
+    # the last record also ends the attempt and releases the task: no round trip of its own
+    assert store.calls == ["begin", "hold", "record", "record", "record"]
+    assert [end.outcome for end in store.ended[1]] == ["finished"]
+    assert store.ended[1][0].ran == (0, 1, 2)
 
 
 def test_retry_skips_what_succeeded_and_runs_the_rest(make, store, caplog):

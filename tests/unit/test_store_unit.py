@@ -168,7 +168,7 @@ class FakeConnection:
             assert self.sent.wait_for(lambda: len(self.executed) >= count, timeout), self.names
 
 
-RECORD_CALL = "SELECT jr_checkpoint_record_step("
+RECORD_CALL = "SELECT jr_checkpoint_record_step_v2("
 # What store._argument writes in: NULL, a number, a quoted string with no quote inside, or %s.
 ARGUMENT = re.compile(r"NULL|-?\d+(?:\.\d+)?(?:e[-+]?\d+)?|'[^']*'|%s")
 
@@ -367,7 +367,7 @@ def test_begin_task_is_one_call_and_parses_its_answer(connect):
     store = make_store(lease=9)
     state = store.begin_task(7, total_steps=4)
     assert conn.names == ["begin_task"]
-    assert "SELECT jr_checkpoint_begin(" in conn.executed[0][0]
+    assert "SELECT jr_checkpoint_begin_v2(" in conn.executed[0][0]
     assert store.round_trips == 1
     params = conn.executed[0][1]
     assert set(params) == {"task_id", "total_steps", "owner", "lease", "holder", "takeover"}
@@ -592,11 +592,11 @@ def test_a_dropped_connection_is_reopened_and_the_statement_resent(connect, fake
 def test_begin_and_release_are_patient_too(connect, fake_time):
     first = FakeConnection(dropped())
     second = FakeConnection((taken(),), dropped())
-    third = FakeConnection((1, 0))
+    third = FakeConnection(("released",))
     connect.side_effect = [first, second, third]
     store = make_store(fake_time)
     state = store.begin_task(7)
-    assert store.release_task(7, state.owner, completed=True) is True
+    assert store.release_task(7, state.owner, completed=True) == "released"
     assert first.names == ["begin_task"]
     assert second.names == ["begin_task", "release_task"]
     assert third.names == ["release_task"]
@@ -739,18 +739,21 @@ def test_a_missing_schema_is_schema_missing_and_not_retried(connect, error, what
 # -- release, renew, the keeper ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("answer", "completed", "removed"), [
-    ((1, 0), True, True), ((0, 0), True, False), ((0, 1), False, False)])
-def test_release_task_sends_the_owner_and_says_whether_the_row_went(connect, answer, completed, removed):
-    conn = FakeConnection(answer)
+@pytest.mark.parametrize(("answer", "completed"), [
+    ("released", True), ("kept", True), ("kept", False), ("lost", False)])
+def test_release_task_sends_the_owner_and_the_attempt_and_says_what_became_of_it(connect, answer, completed):
+    conn = FakeConnection((answer,))
     connect.side_effect = [conn]
-    assert make_store().release_task(7, "me", completed=completed) is removed
+    end = store_module.AttemptEnd("finished" if completed else "failed", 3, (3, 4), (0, 1, 2), ())
+    assert make_store().release_task(7, "me", completed=completed, end=end) == answer
     assert conn.names == ["release_task"]
-    assert conn.executed[0][1] == {"task_id": 7, "owner": "me", "completed": completed, "exhausted": False}
+    assert conn.executed[0][1] == {"task_id": 7, "owner": "me", "completed": completed, "exhausted": False,
+                                   "outcome": end.outcome, "resumed_at": 3, "ran": [3, 4],
+                                   "skipped": [0, 1, 2], "failed": []}
 
 
 def test_renew_says_whether_the_owner_still_owns_the_task(connect):
-    conn = FakeConnection((False,), (True,))  # the statement answers "lost?"
+    conn = FakeConnection(("kept",), ("lost",))
     connect.side_effect = [conn]
     store = make_store(lease=4)
     assert store.renew(7, "me") is True
@@ -761,7 +764,7 @@ def test_renew_says_whether_the_owner_still_owns_the_task(connect):
 
 def test_the_keeper_renews_held_leases_and_marks_a_lost_one(connect):
     # Renewals every lease/3 = 0.01 s; two leases, renewed in the order they were taken.
-    kept, lost = (False,), (True,)  # the statement answers "lost?"
+    kept, lost = ("kept",), ("lost",)
     conn = FakeConnection(kept, kept, lost, kept, *[kept] * 1000)  # tick 2: a lost, b kept
     connect.side_effect = [conn]
     store = make_store(lease=0.03)
@@ -782,13 +785,13 @@ def test_the_keeper_renews_held_leases_and_marks_a_lost_one(connect):
 
 
 def test_release_task_stops_renewing_the_lease(connect):
-    conn = FakeConnection((0, 1))
+    conn = FakeConnection(("kept",))
     connect.side_effect = [conn]
     store = make_store()
     store.hold(7, "me")
-    assert store._keeper.leases == {(7, "me"): False}
+    assert store.lease_until(7, "me") == float("inf")
     store.release_task(7, "me", completed=False)
-    assert store._keeper.leases == {}
+    assert store.lease_until(7, "me") == float("-inf")
     store.close()
 
 
