@@ -1,14 +1,18 @@
 """A worker for the fault tests: takes tasks through @checkpointed_steps until each is finished.
 
     python fault_worker.py --dsn DSN --name NAME --dir DIR [--tasks 1,2] [--lease 4] [--outage 2]
-                           [--step-ms 20] [--gate TASK:STEP ...] [--once]
+                           [--step-ms 20] [--gate TASK:STEP ...] [--once] [--linger]
 
 DIR holds tasks.json ({task id: number of steps}) and the journal, journal.jsonl: one JSON line
 per event, appended with O_APPEND and written before the worker goes on, so a line is on disk
 when the event happened. A step writes ``start`` before it does anything and ``end`` when it is
 done; a gated step writes ``gate`` after ``start`` and then waits for the file go-NAME-TASK-STEP
 (the test's handshake). Around each call: ``call``, then ``done``, ``locked``, ``lost`` or
-``error``. The release under test is whatever ``jr_checkpoint`` PYTHONPATH finds, so an old
+``error``; ``unreachable`` when the worker cannot reach the server to look for work (it then
+calls nothing, as the host's queue, in the same database, would give it no task). A task lost
+(TaskOwnershipLost) is given up. ``--linger`` keeps the worker alive after its work, writing
+``seen`` each time it reaches the server, until the test creates go-NAME-exit.
+The release under test is whatever ``jr_checkpoint`` PYTHONPATH finds, so an old
 release's package runs this same worker.
 """
 
@@ -73,6 +77,8 @@ def main() -> int:
     parser.add_argument("--step-ms", type=int, default=20)
     parser.add_argument("--gate", action="append", default=[])
     parser.add_argument("--once", action="store_true", help="one call per task, then exit")
+    parser.add_argument("--linger", action="store_true",
+                        help="when done, stay (polling the server) until DIR/go-NAME-exit exists")
     args = parser.parse_args()
 
     all_tasks = {int(k): v for k, v in json.loads((args.dir / "tasks.json").read_text()).items()}
@@ -121,6 +127,9 @@ def main() -> int:
             if state:
                 pending.remove(task)
                 continue
+            if state is None:  # no server, no task: the host's queue lives in the same database
+                note("unreachable", task)
+                continue
             note("call", task)
             try:
                 steps = [{"task": task, "n": n, "type": "noop", "path": f"t{task}/s{n}"}
@@ -129,6 +138,8 @@ def main() -> int:
                 note("done", task, detail=f"{sum(bool(r.get('success')) for r in results)} ok")
             except TaskOwnershipLost as exc:
                 note("lost", task, detail=str(exc))
+                pending.remove(task)  # another worker has it now; the host gives it up
+                continue
             except TaskLockedError as exc:
                 note("locked", task, detail=str(exc))
             except CheckpointError as exc:
@@ -136,6 +147,11 @@ def main() -> int:
             if args.once:
                 pending.remove(task)
         time.sleep(0.05)  # a retry cadence, not a synchronisation
+    while args.linger and not (args.dir / f"go-{args.name}-exit").exists():
+        seen = finished(args.dsn, mine[0], all_tasks[mine[0]])  # the server again, and our store
+        if seen is not None:
+            note("seen", mine[0], detail=str(seen))
+        time.sleep(0.05)
     note("exit")
     store.close()
     return 0

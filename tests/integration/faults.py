@@ -268,7 +268,7 @@ class Workers:
     def spawn(self, name: str, dsn: str, *, tasks: list[int] | None = None, lease: float = 4.0,
               outage: float = 2.0, gates: tuple[tuple[int, int], ...] = (), step_ms: int = 20,
               prefix: tuple[str, ...] = (), pythonpath: str | os.PathLike = ROOT,
-              once: bool = False) -> subprocess.Popen:
+              once: bool = False, linger: bool = False) -> subprocess.Popen:
         dsn = psycopg2.extensions.make_dsn(dsn, application_name=f"fault-worker-{name}")
         command = [*prefix, sys.executable, str(WORKER), "--dsn", dsn, "--name", name,
                    "--dir", str(self.directory), "--lease", str(lease), "--outage", str(outage),
@@ -276,6 +276,7 @@ class Workers:
         command += ["--tasks", ",".join(map(str, tasks))] if tasks else []
         command += [arg for task, step in gates for arg in ("--gate", f"{task}:{step}")]
         command += ["--once"] if once else []
+        command += ["--linger"] if linger else []
         env = {**os.environ, "PYTHONPATH": str(pythonpath)}
         stderr = (self.directory / f"stderr-{name}.txt").open("w")
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
@@ -298,6 +299,10 @@ class Workers:
 
     def release(self, worker: str, task: int, step: int) -> None:
         (self.directory / f"go-{worker}-{task}-{step}").touch()
+
+    def dismiss(self, worker: str) -> None:
+        """Let a lingering worker exit."""
+        (self.directory / f"go-{worker}-exit").touch()
 
     def wait_exit(self, name: str, timeout: float = 30) -> int:
         process = self.processes[name]
