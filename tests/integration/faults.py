@@ -110,9 +110,11 @@ class Cluster:
         self.log.touch()
         chown_to_server(self.log)
 
-    def init(self, settings: dict | None = None, hba: tuple[str, ...] = ()) -> Cluster:
+    def init(self, settings: dict | None = None, hba: tuple[str, ...] = (),
+             initdb: tuple[str, ...] = ()) -> Cluster:
         self._prepare()
-        self.run("initdb", "--auth=trust", "--encoding=utf8", "-U", "postgres", "-D", str(self.pgdata))
+        self.run("initdb", "--auth=trust", "--encoding=utf8", "-U", "postgres", "-D", str(self.pgdata),
+                 *initdb)
         self.configure(settings or {}, hba)
         return self
 
@@ -182,9 +184,10 @@ def migrate(dsn: str, pythonpath: str | os.PathLike = ROOT) -> None:
 def cluster(prefix: str = "jr-fault-pg-", **options) -> Iterator[Cluster]:
     """An initialised, running cluster with the checkpoint tables in database ``postgres``."""
     directory = scratch_dir(prefix)
-    server = Cluster(directory, listen=options.pop("listen", ""))
+    server = Cluster(directory, listen=options.pop("listen", ""), pgdata=options.pop("pgdata", None))
     try:
-        server.init(options.pop("settings", None), options.pop("hba", ())).start()
+        server.init(options.pop("settings", None), options.pop("hba", ()),
+                    options.pop("initdb", ())).start()
         migrate(server.dsn())
         yield server
     finally:
