@@ -107,6 +107,7 @@ class Cluster:
         for path in (self.sockets, self.pgdata):
             path.mkdir(parents=True, exist_ok=True)
             chown_to_server(path)
+        self.pgdata.chmod(0o700)  # PostgreSQL refuses a data directory others can read
         self.log.touch()
         chown_to_server(self.log)
 
