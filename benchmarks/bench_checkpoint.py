@@ -2,6 +2,7 @@
 """What a durable per-step checkpoint costs: jr-checkpoint against the floor and against DBOS.
 
     python benchmarks/bench_checkpoint.py [--steps 1000] [--repeat 5] [--dsn DSN] [--keep]
+    python benchmarks/bench_checkpoint.py --workers 16 [--tasks 160] [--steps 10] [...]
 
 One run, one PostgreSQL server (a throwaway embedded one unless --dsn is given), N no-op
 steps, each configuration timed --repeat times (the median is shown):
@@ -14,6 +15,9 @@ steps, each configuration timed --repeat times (the median is shown):
   table of the seed's shape (its columns and indexes), the least it costs in that schema;
 - DBOS Transact: the same N no-op steps as @DBOS.step calls in one @DBOS.workflow, its
   system database on the same server (skipped, with the reason, if DBOS cannot run).
+
+``--workers N`` is the fleet's mode instead (benchmarks/bench_workers.py): N processes at once,
+the decorator against N processes doing the floor's upsert, in paired rounds.
 
 A benchmark, not a test: tests/integration/test_benchmark.py runs it with a small N only to
 check that it still works and wrote every row; the figures are never asserted.
@@ -441,14 +445,22 @@ def main(argv: list[str] | None = None) -> int:
     # A host that configured logging at WARNING: the per-step INFO lines cost nothing to show.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=1000, metavar="N", help="steps per run (default: 1000)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="steps per run (default: 1000); with --workers, per task (default: 10)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="N processes at once against N doing the floor (benchmarks/bench_workers.py)")
+    parser.add_argument("--tasks", type=int, default=160, help="with --workers: tasks per run (default: 160)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per configuration; the median is shown")
     parser.add_argument("--dsn", help="run on this server instead of a throwaway embedded one")
     parser.add_argument("--keep", action="store_true",
                         help="leave the rows, the floor table and the DBOS database in place")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.repeat < 1:
-        parser.error("--steps and --repeat must be at least 1")
+    if args.steps is None:
+        args.steps = 10 if args.workers else 1000
+    if args.steps < 1 or args.repeat < 1 or args.workers < 0 or args.tasks < 1:
+        parser.error("--steps, --repeat and --tasks must be at least 1, --workers at least 0")
+    if args.workers:
+        return workers_main(args)
     with server(args.dsn) as (target, where):
         print(f"jr-checkpoint benchmark: {args.steps} no-op steps, median of {args.repeat} run(s), "
               f"on {where}")
@@ -460,6 +472,23 @@ def main(argv: list[str] | None = None) -> int:
     for line in report(times, args.steps):
         print(line)
     return 0
+
+
+def workers_main(args: argparse.Namespace) -> int:
+    import bench_workers
+
+    with server(args.dsn) as (target, where):
+        print(f"jr-checkpoint benchmark, workers mode: {args.workers} processes, {args.tasks} tasks x "
+              f"{args.steps} steps a run, {args.repeat} paired round(s), on {where}")
+        print(f"server: {describe_server(target)}")
+        print(f"client: Python {platform.python_version()} on {platform.machine()}, "
+              f"{os.cpu_count()} CPU(s), {platform.platform(terse=True)}")
+        figures = bench_workers.measure_workers(target, args.workers, args.tasks, args.steps, args.repeat,
+                                                lambda line: print(line, flush=True), args.keep)
+    print()
+    for line in bench_workers.report_workers(figures, args.workers):
+        print(line)
+    return 0 if figures["duplicates"] == figures["lost"] == figures["left"] == 0 else 1
 
 
 if __name__ == "__main__":
