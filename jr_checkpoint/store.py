@@ -40,7 +40,7 @@ import psycopg2
 
 from . import db
 from . import dsn as dsn_module
-from .errors import DatabaseUnavailable, StoreError, TaskOwnershipLost
+from .errors import DatabaseUnavailable, SchemaMissing, StoreError, TaskOwnershipLost
 from .lease import LeaseKeeper, holder_identity, holder_is_dead
 from .log import emit
 from .sql import QUERIES
@@ -153,6 +153,10 @@ class CheckpointStore:
         self._orphans: list[Any] = []  # a parent's connections, kept so a child never closes them
         self._keeper: LeaseKeeper | None = None
         self.round_trips = 0
+        # Owners of tasks taken with the previous release's functions (an unmigrated database),
+        # and when this release's were last found missing.
+        self._v1_owners: set[str] = set()
+        self._v2_missing_since: float | None = None
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -287,9 +291,9 @@ class CheckpointStore:
         delay, takeover = 0.02, owner
         while True:
             sent = self._clock()
-            (answer,) = self._run("begin_task", {
-                "task_id": task_id, "total_steps": total_steps, "owner": owner,
-                "lease": self.lease, "holder": holder, "takeover": takeover}, patient=True)
+            params = {"task_id": task_id, "total_steps": total_steps, "owner": owner,
+                      "lease": self.lease, "holder": holder, "takeover": takeover}
+            answer = self._begin(params)
             if answer["taken"]:
                 # The server computed lease_until from its clock after we sent the call: by
                 # ours, the lease lasts at least until `sent + lease`.
@@ -305,6 +309,35 @@ class CheckpointStore:
             pause = delay if deadline is None else min(delay, max(0.0, deadline - self._clock()))
             self._sleep(pause)
             delay = min(delay * 2, 0.5)
+
+    #: While this release's functions are missing, look for them again this often (seconds).
+    RECHECK_SCHEMA = 60.0
+
+    def _begin(self, params: dict[str, Any]) -> dict[str, Any]:
+        """begin_task with this release's functions, else the previous release's: a worker
+        restarted before `jr-checkpoint migrate` ran keeps working as the previous release did."""
+        missing = self._v2_missing_since
+        if missing is None or self._clock() - missing >= self.RECHECK_SCHEMA:
+            try:
+                (answer,) = self._run("begin_task", params, patient=True)
+                self._v2_missing_since = None
+                return answer
+            except SchemaMissing as exc:
+                try:
+                    (answer,) = self._run("begin_task_v1", params, patient=True)
+                except SchemaMissing:
+                    raise exc from None
+                if missing is None:
+                    emit(logger, logging.WARNING,
+                         "[CHECKPOINT] the database has only the previous release's checkpoint "
+                         "functions: run `jr-checkpoint migrate`; working with them until then",
+                         action="schema_outdated")
+                self._v2_missing_since = self._clock()
+        else:
+            (answer,) = self._run("begin_task_v1", params, patient=True)
+        if answer["taken"]:
+            self._v1_owners.add(params["owner"])
+        return answer
 
     @staticmethod
     def _state(answer: Mapping[str, Any], owner: str, lease_until: float) -> TaskState:
@@ -323,19 +356,24 @@ class CheckpointStore:
         ``'lost'`` when another worker had taken it over."""
         self.forget_lease(task_id, owner)
         end = end or AttemptEnd("finished" if completed else "exhausted" if exhausted else "failed")
-        (answer,) = self._run("release_task", {"task_id": task_id, "owner": owner,
-                                               "completed": completed, "exhausted": exhausted,
-                                               **end.params()}, patient=patient)
+        v1 = owner in self._v1_owners
+        (answer,) = self._run("release_task_v1" if v1 else "release_task", {
+            "task_id": task_id, "owner": owner, "completed": completed, "exhausted": exhausted,
+            **end.params()}, patient=patient)
+        self._v1_owners.discard(owner)
         return answer
 
     def note_unchecked(self, task_id: int, ran: tuple[int, ...], failed: tuple[int, ...]) -> None:
         """Note a call that ran without the lease (the server was down when it began)."""
+        if self._v2_missing_since is not None:
+            return  # no attempt ledger before `jr-checkpoint migrate`
         self._run("note_unchecked", {"task_id": task_id, "holder": json.dumps(holder_identity()),
                                      "ran": list(ran), "failed": list(failed)})
 
     def renew(self, task_id: int, owner: str) -> bool:
         """Push the lease's expiry back; False when another worker took the task from ``owner``."""
-        (answer,) = self._run("renew_lease", {"task_id": task_id, "owner": owner, "lease": self.lease})
+        name = "renew_lease_v1" if owner in self._v1_owners else "renew_lease"
+        (answer,) = self._run(name, {"task_id": task_id, "owner": owner, "lease": self.lease})
         return answer != "lost"
 
     def hold(self, task_id: int, owner: str, lease_until: float = math.inf) -> None:
@@ -388,7 +426,8 @@ class CheckpointStore:
         """
         if execution_time_ms is not None:
             execution_time_ms = max(0, min(int(execution_time_ms), _INT4_MAX))
-        if (_int4(task_id) and _int4(step_number) and _int4(last_completed_step)
+        v1 = owner in self._v1_owners
+        if not v1 and (_int4(task_id) and _int4(step_number) and _int4(last_completed_step)
                 and (total_steps is None or _int4(total_steps)) and self._lease_text):
             # The common case: the call's text, the plain values written in (see _argument).
             rest: list[str] = []
@@ -405,7 +444,7 @@ class CheckpointStore:
             (recorded,) = self._run("record_step", tuple(rest) or None, patient=patient, sql=text)
         else:  # let the server refuse it, in its own words (the casts of record_step)
             step_type = bound_text(step_type)
-            (recorded,) = self._run("record_step", {
+            (recorded,) = self._run("record_step_v1" if v1 else "record_step", {
                 "task_id": task_id, "owner": owner, "step_number": step_number,
                 "step_type": step_type[:_STEP_TYPE_CHARS] if step_type is not None else None,
                 "target_file": bound_text(target_file), "content_hash": content_hash,
@@ -416,6 +455,8 @@ class CheckpointStore:
         if not recorded:
             raise TaskOwnershipLost(f"task {task_id}: another worker took it over; stopping")
         if end is not None:
+            if v1:  # the previous release's functions end nothing by themselves
+                self.release_task(task_id, owner, completed=True, end=end, patient=patient)
             self.forget_lease(task_id, owner)  # released with the record
 
     def load_task(self, task_id: int) -> dict[str, Any] | None:

@@ -121,3 +121,49 @@ WITH steps AS (DELETE FROM jr_step_rewards WHERE task_id = %(task_id)s RETURNING
      checkpoint AS (DELETE FROM jr_task_checkpoints WHERE task_id = %(task_id)s RETURNING 1),
      attempts AS (DELETE FROM jr_task_attempts WHERE task_id = %(task_id)s RETURNING 1)
 SELECT (SELECT count(*) FROM steps), (SELECT count(*) FROM checkpoint);
+
+-- The previous release's protocol (version 1), used by this release's workers only while the
+-- database has not been migrated yet (functions.sql keeps both): a rolling upgrade where the
+-- workers are restarted before `jr-checkpoint migrate` runs keeps one protocol per task.
+
+-- name: begin_task_v1
+SELECT jr_checkpoint_begin(%(task_id)s::text::integer, %(total_steps)s::text::integer,
+                           %(owner)s, %(lease)s, %(holder)s::jsonb, %(takeover)s);
+
+-- name: record_step_v1
+SELECT jr_checkpoint_record_step(
+    %(task_id)s::text::integer, %(owner)s, %(step_number)s::text::integer, %(step_type)s,
+    %(target_file)s, %(content_hash)s, %(execution_result)s,
+    %(execution_time_ms)s::text::integer, %(error_detail)s,
+    %(last_completed_step)s::text::integer, %(total_steps)s::text::integer, %(lease)s);
+
+-- name: renew_lease_v1
+WITH renewed AS (
+    UPDATE jr_task_checkpoints
+    SET checkpoint_data = COALESCE(checkpoint_data, '{}'::jsonb) || jsonb_build_object(
+            'owner', %(owner)s, 'lease_until', extract(epoch FROM clock_timestamp()) + %(lease)s)
+    WHERE task_id = %(task_id)s::text::integer
+      AND (checkpoint_data ->> 'owner' = %(owner)s OR NOT COALESCE(checkpoint_data ? 'fence', false))
+    RETURNING 1
+)
+SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM renewed)
+                 AND EXISTS (SELECT 1 FROM jr_task_checkpoints
+                             WHERE task_id = %(task_id)s::text::integer
+                               AND COALESCE(checkpoint_data ? 'fence', false))
+            THEN 'lost' ELSE 'kept' END;
+
+-- name: release_task_v1
+WITH gone AS (
+    DELETE FROM jr_task_checkpoints
+    WHERE task_id = %(task_id)s AND %(completed)s AND checkpoint_data ->> 'owner' = %(owner)s
+    RETURNING 1
+), kept AS (
+    UPDATE jr_task_checkpoints
+    SET checkpoint_data = checkpoint_data - 'owner' - 'lease_until' - 'holder'
+            || CASE WHEN %(exhausted)s THEN '{"exhausted": true}'::jsonb ELSE '{}'::jsonb END,
+        updated_at = NOW()
+    WHERE task_id = %(task_id)s AND NOT %(completed)s AND checkpoint_data ->> 'owner' = %(owner)s
+    RETURNING 1
+)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM gone) THEN 'released'
+            WHEN EXISTS (SELECT 1 FROM kept) THEN 'kept' ELSE 'lost' END;

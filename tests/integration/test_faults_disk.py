@@ -11,6 +11,7 @@ prints a traceback, no two workers ran a task's steps at once.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -42,11 +43,20 @@ def small_disk():
 
 
 def fill(mount) -> os.PathLike:
-    """A file as large as the free space (and a few more blocks for whatever frees up)."""
+    """A file that takes every free block: grown a megabyte, then a block, at a time until
+    the file system says no (the server writes meanwhile, so the free space is a moving target)."""
     ballast = mount / "ballast"
-    stat = os.statvfs(mount)
+    size = 0
     with open(ballast, "wb") as handle:
-        os.posix_fallocate(handle.fileno(), 0, stat.f_bavail * stat.f_frsize)
+        for step in (1 << 20, os.statvfs(mount).f_frsize):
+            while True:
+                try:
+                    os.posix_fallocate(handle.fileno(), size, step)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+                size += step
     return ballast
 
 

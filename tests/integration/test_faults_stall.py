@@ -47,5 +47,9 @@ def test_a_stalled_owner_runs_and_writes_nothing_after_it_wakes(dsn):
     for write in writes:
         per_step.setdefault((write.task, write.step), []).append(write.worker)
     assert all(len(who) == 1 for who in per_step.values()), f"steps written twice: {per_step}"
-    assert faults.concurrent_runs(events) == []
+    # The step A was frozen in finishes when A wakes (no lease can stop a step halfway):
+    # that one overlaps B's run; no other step of A's may.
+    clashes = faults.concurrent_runs(events)
+    assert clashes, "A's frozen step should overlap B's run: was A stopped inside it?"
+    assert [c for c in clashes if c[1:3] != ("A", GATE[1])] == []
     faults.check_ledger(dsn, TASKS)

@@ -16,6 +16,7 @@ import psycopg2.extensions
 import pytest
 
 from jr_checkpoint import schema
+from jr_checkpoint import store as store_module
 from jr_checkpoint.dsn import resolve
 from jr_checkpoint.errors import SchemaMissing, StoreError, TaskOwnershipLost
 from jr_checkpoint.lease import holder_identity
@@ -613,8 +614,36 @@ def test_schema_missing_says_run_migrate(empty_dsn):
         store.close()
 
 
+DROP_V2 = ("DROP FUNCTION jr_checkpoint_begin_v2; DROP FUNCTION jr_checkpoint_record_step_v2; "
+           "DROP FUNCTION jr_checkpoint_end_v2; DROP FUNCTION jr_checkpoint_renew_v2; "
+           "DROP FUNCTION jr_checkpoint_note_unchecked_v2; DROP TABLE jr_task_attempts")
+
+
+def test_before_migrate_a_worker_keeps_working_with_the_previous_releases_functions(dsn, caplog):
+    # A rolling upgrade where the workers restart before `migrate` runs: the database has only
+    # the previous release's functions (and no attempt ledger).
+    query(dsn, DROP_V2)
+    with stores(dsn, {}, {}) as (a, b):
+        a.RECHECK_SCHEMA = 0.0  # look for this release's functions at every task
+        first = a.begin_task(7, 2)
+        assert "[CHECKPOINT] the database has only the previous release's checkpoint functions: run " \
+               "`jr-checkpoint migrate`; working with them until then" in caplog.text
+        a.record_step(7, 0, owner=first.owner, execution_result="success", last_completed_step=0)
+        assert b.begin_task(7, wait=0) is None  # the lease holds as the previous release's did
+        assert a.renew(7, first.owner) is True
+        end = store_module.AttemptEnd("finished", None, (0, 1))
+        a.record_step(7, 1, owner=first.owner, execution_result="success", last_completed_step=1,
+                      end=end)  # the last step: recorded, then released with its own call
+        assert checkpoint_row(dsn, 7) is None
+        assert [row["execution_result"] for row in step_rows(dsn, 7)] == ["success", "success"]
+        schema.create_tables(resolve(dsn))  # `migrate` runs: the next task uses this release's
+        second = a.begin_task(8)
+        assert second.number == 1
+        assert query(dsn, "SELECT task_id, attempt FROM jr_task_attempts") == [(8, 1)]
+
+
 def test_tables_without_the_functions_say_run_migrate(store, dsn):
-    query(dsn, "DROP FUNCTION jr_checkpoint_begin_v2; DROP FUNCTION jr_checkpoint_record_step_v2")
+    query(dsn, DROP_V2 + "; DROP FUNCTION jr_checkpoint_begin; DROP FUNCTION jr_checkpoint_record_step")
     where = resolve(dsn).describe()
     message = f"the checkpoint functions do not exist at {where}: run `jr-checkpoint migrate`"
     with pytest.raises(SchemaMissing) as info:
