@@ -67,7 +67,7 @@ def test_old_ledger_rows_show_attempt_unknown(story, capsys):
     assert task["attempts"] == [] and [s["attempt"] for s in task["steps"]] == [None, None, None]
     text = status(story, capsys, "10")
     assert "no attempt recorded: attempt unknown for every step" in text
-    rows = [line.split() for line in text.splitlines() if line.startswith(("0 ", "1 ", "2 "))]
+    rows = [line.split() for line in text.splitlines() if line.strip().startswith(("0 ", "1 ", "2 "))]
     assert [row[5] for row in rows] == ["unknown"] * 3
     # a task with attempts, and one row written outside them (the host's own helper)
     mixed = json.loads(status(story, capsys, str(MIXED_TASK), "--json"))
