@@ -59,11 +59,12 @@ INSERT INTO jr_task_attempts (task_id, attempt, owner, host, pid, started_at, en
     resumed_at, ran, skipped, failed)
 SELECT -1, 1, 'demo-1', 'localhost', 4101, min(updated_at) - interval '5 ms',
        (SELECT min(updated_at) - interval '5 ms' FROM jr_step_rewards WHERE task_id = -1 AND step_number = 3),
-       'died', NULL, '{0,1,2}', '{}', '{}'
+       'died', NULL, '{0,1,2}'::integer[], '{}'::integer[], '{}'::integer[]
 FROM jr_step_rewards WHERE task_id = -1 AND step_number < 3
 UNION ALL
 SELECT -1, 2, 'demo-2', 'localhost', 4100, min(updated_at) - interval '5 ms',
-       max(updated_at) + interval '5 ms', 'finished', 3, '{3,4,5}', '{0,1,2}', '{}'
+       max(updated_at) + interval '5 ms', 'finished', 3, '{3,4,5}'::integer[], '{0,1,2}'::integer[],
+       '{}'::integer[]
 FROM jr_step_rewards WHERE task_id = -1 AND step_number >= 3
 """
 
