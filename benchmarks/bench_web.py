@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """How fast the dashboard answers on a big ledger: every page and JSON endpoint, timed.
 
-    python benchmarks/bench_web.py [--tasks 100000] [--steps 10] [--repeat 5] [--dsn DSN]
+    python benchmarks/bench_web.py [--tasks 100000] [--steps 10] [--attempts 3] [--repeat 5] [--dsn DSN]
 
 Fills a throwaway embedded server (or the empty database given by --dsn) with TASKS tasks of
 STEPS step rows each, spread over the last 30 days (one statement, generate_series): 5% of the
 tasks unfinished (a checkpoint row; a few of them exhausted, a few running under a lease),
-failures and errors on the last step of some, re-runs on others. Then it requests each page
+failures and errors on the last step of some, re-runs on others; and ATTEMPTS attempt rows per
+task on average (1 to 2 * ATTEMPTS - 1 of them: every one but the last died, the last
+finished, or for an unfinished task died, and for a few of those is still 'running' past its
+lease: a dead holder). Then it requests each page
 and JSON endpoint through Flask's test client (the whole request: connection, queries,
 template), --repeat times after one warm-up, and prints the median against the 0.5 s target.
 
@@ -69,13 +72,35 @@ FROM generate_series(20, %(tasks)s, 20) t
 """
 
 
-def fill(target: Target, tasks: int, steps: int) -> float:
+FILL_ATTEMPTS = """
+INSERT INTO jr_task_attempts (task_id, attempt, owner, host, pid, started_at, ended_at, outcome,
+    resumed_at, ran, skipped, failed, lease_until)
+SELECT t, a, 'owner-' || t || '-' || a, 'worker-' || (t %% 7), 1000 + a,
+       started + make_interval(secs => (a - 1) * 3),
+       CASE WHEN a = n AND t %% 1000 = 40 THEN NULL ELSE started + make_interval(secs => a * 3) END,
+       CASE WHEN a < n THEN 'died' WHEN t %% 1000 = 40 THEN 'running'
+            WHEN t %% 20 = 0 THEN 'failed' ELSE 'finished' END,
+       CASE WHEN a > 1 THEN %(last)s END,
+       CASE WHEN a = 1 THEN ARRAY(SELECT generate_series(0, %(last)s - 1)) ELSE ARRAY[%(last)s] END,
+       CASE WHEN a = 1 THEN '{}'::integer[] ELSE ARRAY(SELECT generate_series(0, %(last)s - 1)) END,
+       '{}'::integer[],
+       CASE WHEN a = n AND t %% 1000 = 40 THEN extract(epoch FROM now()) - 600 END
+FROM generate_series(1, %(tasks)s) t
+CROSS JOIN LATERAL (SELECT LOCALTIMESTAMP - make_interval(secs => (%(tasks)s - t) * %(spacing)s
+                                                                  + 3 * %(last)s + 60) AS started,
+                           1 + (t * 7919) %% (2 * %(attempts)s - 1) AS n) b
+CROSS JOIN LATERAL generate_series(1, n) a
+"""
+
+
+def fill(target: Target, tasks: int, steps: int, attempts: int = 3) -> float:
     """Create the tables, fill them, VACUUM ANALYZE (as autovacuum would); return seconds."""
     schema.create_tables(target)
     started = time.perf_counter()
     conn = target.connect()
     conn.autocommit = True
-    params = {"tasks": tasks, "last": steps - 1, "spacing": 30 * 86400 / tasks}
+    params = {"tasks": tasks, "last": steps - 1, "spacing": 30 * 86400 / tasks,
+              "attempts": max(attempts, 1)}
     with contextlib.closing(conn), conn.cursor() as cur:
         cur.execute("SELECT EXISTS (SELECT 1 FROM jr_step_rewards) "
                     "OR EXISTS (SELECT 1 FROM jr_task_checkpoints)")
@@ -83,8 +108,11 @@ def fill(target: Target, tasks: int, steps: int) -> float:
             raise SystemExit(f"{target.describe()} already has a ledger: give an empty database")
         cur.execute(FILL_STEPS, params)
         cur.execute(FILL_CHECKPOINTS, params)
+        if attempts:
+            cur.execute(FILL_ATTEMPTS, params)
         cur.execute("VACUUM ANALYZE jr_step_rewards")
         cur.execute("VACUUM ANALYZE jr_task_checkpoints")
+        cur.execute("VACUUM ANALYZE jr_task_attempts")
     return time.perf_counter() - started
 
 
@@ -96,7 +124,7 @@ def endpoints(client, tasks: int) -> list[tuple[str, str]]:
     urls = [("tasks, first page", "/"), ("tasks, a page 15 days back", f"/?before={deep}"),
             ("tasks, finished", "/?state=finished"), ("tasks, unfinished", "/?state=unfinished"),
             ("tasks, running", "/?state=running"), ("tasks, exhausted", "/?state=exhausted"),
-            (f"task {busy}", f"/tasks/{busy}")]
+            ("tasks, dead", "/?state=dead"), (f"task {busy}", f"/tasks/{busy}")]
     urls += [(f"analytics, since={w}", f"/analytics?since={w}") for w in ("1h", "24h", "7d", "all")]
     return [row for label, url in urls
             for row in ((label, url), (f"{label} (JSON)", _api(url)))]
@@ -133,13 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=10, help="step rows per task")
+    parser.add_argument("--attempts", type=int, default=3, help="attempt rows per task, on average "
+                        "(0: none, a ledger from before the attempt ledger)")
     parser.add_argument("--repeat", type=int, default=5, help="requests per endpoint (median shown)")
     parser.add_argument("--dsn", help="an empty database to fill (default: a throwaway embedded server)")
     args = parser.parse_args(argv)
     with database(args.dsn) as (target, where):
-        seconds = fill(target, args.tasks, args.steps)
+        seconds = fill(target, args.tasks, args.steps, args.attempts)
+        with contextlib.closing(target.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM jr_task_attempts")
+            (attempt_rows,) = cur.fetchone()
         print(f"ledger: {args.tasks * args.steps:,} step rows over {args.tasks:,} tasks, "
-              f"filled in {seconds:.1f} s on {where}")
+              f"{attempt_rows:,} attempt rows, filled in {seconds:.1f} s on {where}")
         print(f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPU(s), "
               f"median of {args.repeat} requests through Flask's test client\n")
         client = make_app(target).test_client()

@@ -15,6 +15,7 @@ from .errors import (
     TaskOwnershipLost,
     UnsafePatchPath,
 )
+from .history import trajectory
 from .install import install, installed, uninstall
 from .store import CheckpointStore
 
@@ -37,5 +38,6 @@ __all__ = [
     "checkpointed_steps",
     "install",
     "installed",
+    "trajectory",
     "uninstall",
 ]

@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import demo, embedded, interrupts, patching, reports, run, schema
+from . import demo, embedded, history, interrupts, patching, reports, run, schema
 from . import dsn as dsn_module
-from .errors import CheckpointError, ConfigurationError, PatchConflict, TaskLockedError
+from .errors import CheckpointError, ConfigurationError, DatabaseUnavailable, PatchConflict, TaskLockedError
 from .steps import parse_task_id
 from .store import CheckpointStore
 
@@ -191,7 +191,7 @@ def _task_id(text: str) -> int:
 def _ledger(args: argparse.Namespace) -> Iterator[dsn_module.Target]:
     """The configured database; with none configured, the demo's embedded server if it has data."""
     target = embedded.configured(args.dsn, args.host_root)
-    data_dir = embedded.default_data_dir()
+    data_dir = _data_dir(args)
     if target is None and embedded.has_data(data_dir) and embedded.available():
         print(f"(no database configured: using the demo's embedded PostgreSQL in {data_dir})",
               file=sys.stderr)
@@ -199,6 +199,11 @@ def _ledger(args: argparse.Namespace) -> Iterator[dsn_module.Target]:
             yield served
         return
     yield target if target is not None else _target(args)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    given = getattr(args, "data_dir", None)
+    return Path(given).expanduser() if given else embedded.default_data_dir()
 
 
 @contextlib.contextmanager
@@ -226,7 +231,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else embedded.default_data_dir()
     with embedded.server(data_dir) as served, interrupts.serving():
         _out(f"database: embedded PostgreSQL, data kept in {data_dir} (the server stops when the demo ends)")
-        return _run_demo(served, args, started, "" if not args.data_dir else None)
+        return _run_demo(served, args, started, f" --data-dir {data_dir}" if args.data_dir else "")
 
 
 def _run_demo(target: dsn_module.Target, args: argparse.Namespace, started: float,
@@ -257,13 +262,24 @@ def _run_demo(target: dsn_module.Target, args: argparse.Namespace, started: floa
     return 0 if report.finished and right else 1
 
 
+@contextlib.contextmanager
+def _report_ledger(args: argparse.Namespace) -> Iterator[dsn_module.Target]:
+    """``_ledger``; with no database configured and none running, one line on what to do."""
+    nothing = (embedded.configured(args.dsn, args.host_root) is None
+               and not embedded.has_data(_data_dir(args)))
+    try:
+        with _ledger(args) as target:
+            yield target
+    except DatabaseUnavailable as exc:
+        if not nothing:
+            raise
+        raise ConfigurationError("no database configured, and none running on this machine: run "
+                                 "`jr-checkpoint demo` first, or give --dsn") from exc
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    with _ledger(args) as target:
-        store = CheckpointStore(target, connect_timeout=args.connect_timeout)
-        try:
-            task = store.load_task(args.task_id)
-        finally:
-            store.close()
+    with _report_ledger(args) as target:
+        task = history.load_task(target, args.task_id, connect_timeout=args.connect_timeout)
     if task is None:
         print(f"task {args.task_id}: nothing recorded at {target.describe()}", file=sys.stderr)
         return 1
@@ -275,7 +291,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     since = reports.parse_duration(args.since) if args.since is not None else None
-    with _ledger(args) as target:
+    with _report_ledger(args) as target:
         report = reports.stats(target, since, limit=args.top, connect_timeout=args.connect_timeout)
     lines = [json.dumps(report, indent=2, default=str)] if args.json else reports.stats_lines(report)
     for line in lines:
@@ -329,6 +345,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR", help="the demo's embedded server's data directory, "
+                        "used when no database is configured (default: the demo's)")
+
+
 def _add_ledger_commands(commands) -> None:
     demo_parser = commands.add_parser(
         "demo", help="crash a sample task for real (SIGKILL) and watch its retry resume",
@@ -340,11 +361,13 @@ def _add_ledger_commands(commands) -> None:
                              "(default: the per-user data dir, e.g. ~/.local/share/jr-checkpoint/pgdata)")
     demo_parser.set_defaults(func=cmd_demo)
 
-    status = commands.add_parser("status", help="one task: its steps and its checkpoint",
-                                 description="Show every recorded step of a task, and its checkpoint.")
+    status = commands.add_parser("status", help="one task: its attempts, its steps and its checkpoint",
+                                 description="Show a task's attempts (which steps each ran, skipped "
+                                 "and failed), every recorded step, and its checkpoint.")
     status.add_argument("task_id", type=_task_id, metavar="TASK_ID")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     _add_database_options(status)
+    _add_data_dir_option(status)
     status.set_defaults(func=cmd_status)
 
     stats = commands.add_parser(
@@ -356,6 +379,7 @@ def _add_ledger_commands(commands) -> None:
                        "most-failing lists (default: %(default)s)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     _add_database_options(stats)
+    _add_data_dir_option(stats)
     stats.set_defaults(func=cmd_stats)
 
     reset = commands.add_parser(

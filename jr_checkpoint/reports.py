@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import db
+from . import db, history
 from .dsn import DEFAULT_CONNECT_TIMEOUT, Target
 from .errors import ConfigurationError
 from .sql import REPORTS
@@ -121,19 +121,26 @@ def _failing(cur: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
 def prune(target: Target, older_than_seconds: int, *, batch: int = PRUNE_BATCH,
           progress: Callable[[int], None] | None = None,
           connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> int:
-    """Delete the step history of finished tasks idle for longer than that; return the row count.
+    """Delete the history of finished tasks idle for longer than that; return the step row count.
 
-    Batches of ``batch`` rows, each its own transaction, so no lock is held for long.
+    Their attempt rows go with their step rows. Batches of ``batch`` rows, each its own
+    transaction, so no lock is held for long.
     """
     deleted = 0
     with cursor(target, connect_timeout) as cur:
         cur.execute(REPORTS["prune_cutoff"], {"seconds": older_than_seconds})
         (cutoff,) = cur.fetchone()
+        params = {"cutoff": cutoff, "batch": batch}
         while True:
-            cur.execute(REPORTS["prune_batch"], {"cutoff": cutoff, "batch": batch})
-            deleted += cur.rowcount
-            if progress is not None and cur.rowcount:
+            cur.execute(REPORTS["prune_batch"], params)
+            steps, _attempts = cur.fetchone()
+            deleted += steps
+            if progress is not None and steps:
                 progress(deleted)
+            if steps < batch:
+                break
+        while True:  # attempts of tasks that never recorded a step
+            cur.execute(REPORTS["prune_attempts_batch"], params)
             if cur.rowcount < batch:
                 return deleted
 
@@ -174,13 +181,30 @@ def _when(value: Any) -> str:
 
 
 def status_lines(task: dict[str, Any]) -> list[str]:
-    """A task as ``load_task`` returns it: a summary line, the step table, the errors."""
-    steps = task["steps"]
-    lines = [_summary(task["task_id"], task["checkpoint"], steps), ""]
+    """A task as ``history.load_task`` returns it: a summary, the attempts, the steps, the errors."""
+    steps, attempts = task["steps"], task["attempts"]
+    lines = [_summary(task), ""]
+    if attempts:
+        lines += table(("attempt", "outcome", "ran", "skipped", "failed", "resumed at", "host/pid",
+                        "started", "ended"),
+                       [(a["attempt"], history.shown_outcome(a), history.ranges(a["ran"]),
+                         history.ranges(a["skipped"]), history.ranges(a["failed"]), a["resumed_at"],
+                         _holder(a), _when(a["started_at"]), _when(a["ended_at"])) for a in attempts],
+                       right=(0, 5))
+        lines += [_stop_line(a) for a in attempts if _stop_line(a)]
+        lines.append("")
+    else:
+        lines += ["no attempt recorded: attempt unknown for every step (written before the attempt "
+                  "ledger, or outside a checkpointed call)", ""]
     rows = [(s["step_number"], s["step_type"], s["target_file"], s["execution_result"],
-             s["execution_time_ms"], _when(s["updated_at"])) for s in steps]
+             s["execution_time_ms"], "unknown" if s["attempt"] is None else s["attempt"],
+             _when(s["updated_at"])) for s in steps]
     if rows:
-        lines += table(("step", "type", "target", "result", "ms", "when"), rows, right=(0, 4))
+        lines += table(("step", "type", "target", "result", "ms", "attempt", "when"), rows,
+                       right=(0, 4, 5))
+        if attempts and any(s["attempt"] is None for s in steps):
+            lines.append("attempt unknown: the row was written outside every recorded attempt "
+                         "(before the attempt ledger, or by the host's own helpers)")
     for s in steps:
         if s["execution_result"] != "success" and s["error_detail"]:
             first = str(s["error_detail"]).strip().splitlines() or [""]
@@ -188,19 +212,38 @@ def status_lines(task: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _summary(task_id: int, checkpoint: dict[str, Any] | None, steps: list[dict[str, Any]]) -> str:
+def _holder(attempt: dict[str, Any]) -> str:
+    host, pid = attempt["host"], attempt["pid"]
+    return f"{host or '?'}/{pid if pid is not None else '?'}" if host or pid is not None else ""
+
+
+def _stop_line(attempt: dict[str, Any]) -> str:
+    step = history.stopped_at(attempt)
+    if attempt["stale"]:
+        return (f"attempt {attempt['attempt']} is still marked running, but its lease expired "
+                f"{_when(attempt['lease_until'])}: its holder is gone (dead)"
+                + (f", in step {step}" if step is not None else ""))
+    if attempt["outcome"] in ("died", "lost") and step is not None:
+        return f"attempt {attempt['attempt']} {attempt['outcome']} in step {step}"
+    return ""
+
+
+def _summary(task: dict[str, Any]) -> str:
+    task_id, checkpoint, steps, state = task["task_id"], task["checkpoint"], task["steps"], task["state"]
     ok = sum(1 for s in steps if s["execution_result"] == "success")
     recorded = f"{len(steps)} step(s) recorded, {ok} succeeded"
+    counted = f"; {len(task['attempts'])} attempt(s)" if task["attempts"] else ""
     if checkpoint is None:
-        return f"task {task_id}: {recorded}; no checkpoint row (finished, or never started)"
+        why = "removed when it finished" if state == "finished" else "finished, or never started"
+        return f"task {task_id}: {state}; {recorded}; no checkpoint row ({why}){counted}"
     data = checkpoint.get("checkpoint_data") or {}
     attempts = data.get("attempts") if isinstance(data, dict) else None
     total = checkpoint.get("total_steps")
     last = checkpoint["last_completed_step"]
     of = f" of {total}" if total is not None else ""
-    return (f"task {task_id}: unfinished; {recorded}; checkpoint: attempt {attempts or '?'}, "
+    return (f"task {task_id}: {state}; {recorded}; checkpoint: attempt {attempts or '?'}, "
             f"resume at step {last + 1}{of} (last_completed_step={last}), "
-            f"updated {_when(checkpoint.get('updated_at'))}")
+            f"updated {_when(checkpoint.get('updated_at'))}{counted}")
 
 
 def stats_lines(report: dict[str, Any]) -> list[str]:

@@ -23,7 +23,7 @@ STATES = {
     -3: "running",      # before the lease did; the same for a negative (demo) task id
     15: "running",      # lease in the future, ISO timestamp
     16: "running",      # lease in the future, epoch seconds
-    17: "unfinished",   # lease expired
+    17: "dead",         # lease expired, its owner still named: the holder is gone
     18: "unfinished",   # lease that is not a time at all
 }
 LOCKED = (14, -3)

@@ -200,17 +200,38 @@ SELECT LOCALTIMESTAMP - make_interval(secs => %(seconds)s::float8);
 
 -- name: prune_batch
 -- One batch, one transaction: step rows of finished tasks (no checkpoint row) none of whose
--- steps changed since the cutoff. A task is pruned whole, never half.
-DELETE FROM jr_step_rewards
-WHERE id IN (
-    SELECT s.id
+-- steps changed, and none of whose attempts began or ended, since the cutoff; the attempt
+-- rows of the tasks the batch touches go with them. A task is pruned whole, never half: the
+-- batches that follow take the rest of its step rows (nothing about it changed).
+WITH doomed AS (
+    SELECT s.id, s.task_id
     FROM jr_step_rewards s
     WHERE s.updated_at < %(cutoff)s
       AND NOT EXISTS (SELECT 1 FROM jr_task_checkpoints c WHERE c.task_id = s.task_id)
       AND NOT EXISTS (SELECT 1 FROM jr_step_rewards n
                       WHERE n.task_id = s.task_id AND n.updated_at >= %(cutoff)s)
+      AND NOT EXISTS (SELECT 1 FROM jr_task_attempts a
+                      WHERE a.task_id = s.task_id AND coalesce(a.ended_at, a.started_at) >= %(cutoff)s)
     LIMIT %(batch)s
-);
+),
+steps AS (DELETE FROM jr_step_rewards WHERE id IN (SELECT id FROM doomed) RETURNING 1),
+attempts AS (DELETE FROM jr_task_attempts WHERE task_id IN (SELECT task_id FROM doomed) RETURNING 1)
+SELECT (SELECT count(*) FROM steps), (SELECT count(*) FROM attempts);
+
+-- name: prune_attempts_batch
+-- Then the attempt rows of tasks without any step row (a call that took a task and ended
+-- before recording a step), on the same terms.
+WITH doomed AS (
+    SELECT a.task_id, a.attempt
+    FROM jr_task_attempts a
+    WHERE coalesce(a.ended_at, a.started_at) < %(cutoff)s
+      AND NOT EXISTS (SELECT 1 FROM jr_task_checkpoints c WHERE c.task_id = a.task_id)
+      AND NOT EXISTS (SELECT 1 FROM jr_step_rewards s WHERE s.task_id = a.task_id)
+      AND NOT EXISTS (SELECT 1 FROM jr_task_attempts n
+                      WHERE n.task_id = a.task_id AND coalesce(n.ended_at, n.started_at) >= %(cutoff)s)
+    LIMIT %(batch)s
+)
+DELETE FROM jr_task_attempts WHERE (task_id, attempt) IN (SELECT task_id, attempt FROM doomed);
 
 -- name: next_demo_task_id
 -- The demo's tasks take negative ids, below every id in the ledger, so they never collide
@@ -231,10 +252,19 @@ SELECT LEAST((SELECT min(task_id) FROM jr_step_rewards),
 --               ISO timestamp), or a session holds the task's advisory lock
 --               pg_try_advisory_lock(namespace, task_id) (visible in pg_locks), as workers
 --               of earlier versions did;
---   exhausted   its checkpoint says checkpoint_data.exhausted = true;
+--               or its latest attempt row is 'running' with a lease that has not expired;
+--   dead        its holder is gone: the checkpoint still names an owner whose lease expired
+--               (a worker that gives a task back removes both), or its latest attempt row is
+--               still 'running' past its lease (jr_task_attempts.lease_until);
+--   exhausted   its checkpoint says checkpoint_data.exhausted = true, or its latest attempt
+--               ended 'exhausted';
 --   unfinished  any other checkpoint row: stopped partway, crashed or failed;
 --   finished    step rows but no checkpoint row (the decorator drops it on completion).
 -- A malformed lease (not a date, not a number) never fails the query: it counts as no lease.
+-- The latest attempt is one probe of jr_task_attempts' primary key per checkpoint row.
+--
+-- Attempts: how many attempt rows the task has; for a task with none (its rows written before
+-- the attempt ledger), the checkpoint row's counter, gone once the task finished (NULL).
 --
 -- Last activity: the checkpoint's updated_at for a task that has one (every recorded step
 -- moves it, and so does the start of an attempt), else its newest step row. Finished tasks
@@ -251,20 +281,30 @@ open_tasks AS (
     SELECT c.task_id, c.updated_at AS last_activity,
            CASE
                WHEN (c.task_id::bigint & 4294967295) IN (SELECT lock_key FROM locked) THEN 'running'
-               WHEN CASE jsonb_typeof(c.checkpoint_data -> 'lease_until')
-                        WHEN 'number' THEN
-                            CASE WHEN (c.checkpoint_data ->> 'lease_until')::float8 BETWEEN 0 AND 1e11
-                                 THEN to_timestamp((c.checkpoint_data ->> 'lease_until')::float8) > now() END
-                        WHEN 'string' THEN
-                            CASE WHEN c.checkpoint_data ->> 'lease_until' ~ '^\s*\d{1,11}(\.\d+)?\s*$'
-                                 THEN to_timestamp(trim(c.checkpoint_data ->> 'lease_until')::float8) > now()
-                                 ELSE (jsonb_path_query_first(c.checkpoint_data, '$.lease_until.datetime()',
-                                                              '{}', true) #>> '{}')::timestamptz > now() END
-                    END THEN 'running'
-               WHEN c.checkpoint_data ->> 'exhausted' = 'true' THEN 'exhausted'
+               WHEN l.lease_at > now() THEN 'running'
+               WHEN a.outcome = 'running' AND a.lease_until >= extract(epoch FROM now()) THEN 'running'
+               WHEN l.lease_at <= now() AND c.checkpoint_data ? 'owner' THEN 'dead'
+               WHEN a.outcome = 'running' AND a.lease_until < extract(epoch FROM now()) THEN 'dead'
+               WHEN c.checkpoint_data ->> 'exhausted' = 'true' OR a.outcome = 'exhausted' THEN 'exhausted'
                ELSE 'unfinished'
            END AS state
     FROM jr_task_checkpoints c
+    CROSS JOIN LATERAL (
+        SELECT CASE jsonb_typeof(c.checkpoint_data -> 'lease_until')
+                   WHEN 'number' THEN
+                       CASE WHEN (c.checkpoint_data ->> 'lease_until')::float8 BETWEEN 0 AND 1e11
+                            THEN to_timestamp((c.checkpoint_data ->> 'lease_until')::float8) END
+                   WHEN 'string' THEN
+                       CASE WHEN c.checkpoint_data ->> 'lease_until' ~ '^\s*\d{1,11}(\.\d+)?\s*$'
+                            THEN to_timestamp(trim(c.checkpoint_data ->> 'lease_until')::float8)
+                            ELSE (jsonb_path_query_first(c.checkpoint_data, '$.lease_until.datetime()',
+                                                         '{}', true) #>> '{}')::timestamptz END
+               END AS lease_at
+    ) l
+    LEFT JOIN LATERAL (
+        SELECT outcome, lease_until FROM jr_task_attempts
+        WHERE task_id = c.task_id ORDER BY attempt DESC LIMIT 1
+    ) a ON true
     WHERE (%(task_id)s::integer IS NULL OR c.task_id = %(task_id)s::integer)
       AND (%(before_at)s::timestamp IS NULL
            OR (c.updated_at, c.task_id) < (%(before_at)s::timestamp, %(before_task)s::integer))
@@ -295,8 +335,9 @@ page AS (
     LIMIT %(limit)s
 )
 SELECT p.task_id, p.state,
-       CASE WHEN jsonb_typeof(c.checkpoint_data -> 'attempts') = 'number'
-            THEN (c.checkpoint_data ->> 'attempts')::numeric::bigint END AS attempts,
+       coalesce(n.attempts,
+                CASE WHEN jsonb_typeof(c.checkpoint_data -> 'attempts') = 'number'
+                     THEN (c.checkpoint_data ->> 'attempts')::numeric::bigint END) AS attempts,
        s.succeeded AS steps_done,
        coalesce(c.total_steps, CASE WHEN c.task_id IS NULL THEN s.recorded END) AS total_steps,
        s.recorded AS steps_recorded,
@@ -316,6 +357,9 @@ LEFT JOIN LATERAL (
            max(updated_at) AS last_step_at
     FROM jr_step_rewards WHERE task_id = p.task_id
 ) s ON true
+LEFT JOIN LATERAL (  -- NULL when the task has no attempt row (a ledger older than them)
+    SELECT NULLIF(count(*), 0) AS attempts FROM jr_task_attempts WHERE task_id = p.task_id
+) n ON true
 ORDER BY p.last_activity DESC, p.task_id DESC;
 
 -- name: web_attempts
@@ -385,3 +429,38 @@ SELECT bucket, execution_result, steps FROM other
 UNION ALL
 SELECT bucket, 'success', steps FROM succeeded WHERE steps > 0
 ORDER BY 1, 2;
+
+-- A task's history (jr_checkpoint.history: status, the dashboard's task page, trajectory()).
+
+-- name: task_history
+-- Everything recorded for one task, in one statement: its checkpoint row, its step rows in
+-- step order, its attempt rows in attempt order, as JSON (times as ISO-8601 strings).
+-- A step's attempt is derived, not stored: the latest attempt whose [started_at, ended_at,
+-- or now while it is open] holds the row's updated_at. A row written outside every attempt
+-- (before this release, or by the host's own helpers) gets NULL: "attempt unknown".
+-- stale: an attempt still 'running' whose lease (server epoch seconds) has passed; its
+-- holder is gone, or at least no longer renews its lease. lease_until is shown as a time;
+-- a lease beyond year 5138 (or negative) is not a time and shows as NULL.
+WITH attempts AS (
+    SELECT a.*,
+           coalesce(a.outcome = 'running' AND a.lease_until < extract(epoch FROM now()), false) AS stale
+    FROM jr_task_attempts a
+    WHERE a.task_id = %(task_id)s
+)
+SELECT
+    (SELECT row_to_json(c) FROM (
+        SELECT last_completed_step, total_steps, checkpoint_data, created_at, updated_at
+        FROM jr_task_checkpoints WHERE task_id = %(task_id)s) c),
+    (SELECT json_agg(s ORDER BY s.step_number) FROM (
+        SELECT r.step_number, r.step_type, r.target_file, r.step_content_hash, r.execution_result,
+               r.execution_time_ms, r.error_detail, r.created_at, r.updated_at,
+               (SELECT max(a.attempt) FROM attempts a
+                WHERE r.updated_at >= a.started_at
+                  AND r.updated_at <= coalesce(a.ended_at, LOCALTIMESTAMP)) AS attempt
+        FROM jr_step_rewards r WHERE r.task_id = %(task_id)s) s),
+    (SELECT json_agg(a ORDER BY a.attempt) FROM (
+        SELECT attempt, outcome, stale, ran, skipped, failed, resumed_at, host, pid,
+               started_at, ended_at,
+               CASE WHEN lease_until BETWEEN 0 AND 1e11
+                    THEN to_timestamp(lease_until)::timestamp END AS lease_until
+        FROM attempts) a);

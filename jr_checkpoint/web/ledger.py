@@ -1,25 +1,24 @@
 """What the dashboard reads: the queries of ``sql/reports.sql``, through ``reports.cursor``.
 
 The JSON endpoints return these dicts as they are, so they hold the same data as the
-command line's ``--json``: a task is ``CheckpointStore.load_task`` (as ``status --json``),
+command line's ``--json``: a task is ``history.load_task`` (as ``status --json``),
 the analytics start from ``reports.stats`` (as ``stats --json``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from .. import reports
+from .. import history, reports
 from ..dsn import Target
 from ..errors import ConfigurationError
 from ..sql import REPORTS
 from ..steps import is_task_id
-from ..store import LOCK_NAMESPACE, CheckpointStore
+from ..store import LOCK_NAMESPACE
 
-STATES = ("running", "unfinished", "finished", "exhausted")
+STATES = ("running", "dead", "unfinished", "finished", "exhausted")
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "all": None}
 OUTCOMES = ("success", "failed", "error")
 BUCKETS = 24
@@ -75,15 +74,9 @@ def tasks(target: Target, *, state: str | None = None, before: Cursor | None = N
 
 
 def task(target: Target, task_id: int, *, connect_timeout: float | None = 5) -> dict[str, Any] | None:
-    """``status --json``'s dict, plus the task's state and attempts; None when nothing is recorded."""
-    with contextlib.closing(CheckpointStore(target, connect_timeout=connect_timeout)) as store:
-        recorded = store.load_task(task_id)
-    if recorded is None:
-        return None
-    with reports.cursor(target, connect_timeout) as cur:
-        rows = _task_rows(cur, task_id=task_id, limit=1)
-    summary = rows[0] if rows else {}
-    return {**recorded, "state": summary.get("state"), "attempts": summary.get("attempts")}
+    """``status --json``'s dict (its state, checkpoint, steps and attempts); None when nothing
+    is recorded."""
+    return history.load_task(target, task_id, connect_timeout=connect_timeout)
 
 
 def analytics(target: Target, since: str, *, top: int = 10,

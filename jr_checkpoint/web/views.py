@@ -7,6 +7,7 @@ value from the ledger is escaped by Jinja (or by ``charts.py`` for the SVG).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, render_template, request
 
+from .. import history
 from ..dsn import Target
 from ..errors import CheckpointError, ConfigurationError, DatabaseUnavailable, SchemaMissing
 from ..steps import parse_task_id
@@ -92,24 +94,25 @@ class Views:
     def tasks_api(self) -> Response:
         return _json(self._tasks_data())
 
-    def _task_data(self, task_id: str) -> tuple[dict[str, Any] | None, int, Target]:
+    def _task_data(self, task_id: str) -> tuple[dict[str, Any] | None, int]:
         number = _task_id(task_id)
-        target = self._target()
-        return ledger.task(target, number, connect_timeout=self._timeout), number, target
+        return ledger.task(self._target(), number, connect_timeout=self._timeout), number
 
     def task_page(self, task_id: str) -> tuple[str, int] | str:
-        data, number, target = self._task_data(task_id)
-        if data is None:
+        data, number = self._task_data(task_id)
+        if data is None:  # no host, port or database name on a page: the reader may be anyone
             return render_template("jr_checkpoint/error.html", status=404, page="tasks",
-                                   message=f"task {number}: nothing recorded at {target.describe()}"), 404
+                                   message=f"task {number}: nothing recorded"), 404
         longest = max((s["execution_time_ms"] or 0 for s in data["steps"]), default=0)
         return render_template("jr_checkpoint/task.html", task=data, longest=longest, page="tasks",
+                               timeline=history.timeline(data), outcome=history.shown_outcome,
+                               stopped_at=history.stopped_at, ranges=history.ranges,
                                refresh=RETRY_SECONDS if data["state"] == "running" else None)
 
     def task_api(self, task_id: str) -> Response:
-        data, number, target = self._task_data(task_id)
+        data, number = self._task_data(task_id)
         if data is None:
-            return _json({"error": f"task {number}: nothing recorded at {target.describe()}"}, 404)
+            return _json({"error": f"task {number}: nothing recorded"}, 404)
         return _json(data)
 
     def _analytics_data(self) -> dict[str, Any]:
@@ -139,10 +142,16 @@ class Views:
         return self._error(400, str(exc))
 
     def ledger_error(self, exc: CheckpointError):
-        unavailable = isinstance(exc, (DatabaseUnavailable, SchemaMissing, ConfigurationError))
-        if not unavailable:
-            logger.warning("dashboard query failed: %s", exc, extra={"action": "dashboard_error"})
-        return self._error(503 if unavailable else 500, str(exc))
+        """The full message goes to the log; the page names no host, port or database."""
+        logger.warning("dashboard query failed: %s", exc, extra={"action": "dashboard_error"})
+        if isinstance(exc, SchemaMissing):
+            return self._error(503, "the checkpoint tables do not exist: run `jr-checkpoint migrate`")
+        if isinstance(exc, DatabaseUnavailable):
+            return self._error(503, "cannot reach the ledger's PostgreSQL (the server's log says why)")
+        if isinstance(exc, ConfigurationError):
+            return self._error(503, "the ledger's database is not configured correctly "
+                                    "(the server's log says why)")
+        return self._error(500, "a query of the ledger failed (the server's log says why)")
 
 
 def _figures(report: dict[str, Any]) -> dict[str, Any]:
@@ -181,6 +190,15 @@ def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, default=str)
 
 
+def _times(data: Any) -> Any:
+    """checkpoint_data as shown: its lease (epoch seconds) as a time, never a float."""
+    lease = data.get("lease_until") if isinstance(data, dict) else None
+    if isinstance(lease, (int, float)) and not isinstance(lease, bool) and 0 <= lease <= 1e11:
+        shown = datetime.datetime.fromtimestamp(lease).isoformat(sep=" ", timespec="seconds")
+        return {**data, "lease_until": f"{shown} (this server's local time)"}
+    return data
+
+
 def register(blueprint: Blueprint, views: Views, auth: Callable | None) -> None:
     """Every route, each wrapped in the host's ``auth`` decorator when there is one."""
     guard = auth if auth is not None else (lambda view: view)
@@ -195,5 +213,6 @@ def register(blueprint: Blueprint, views: Views, auth: Callable | None) -> None:
     for rule, endpoint, view in routes:
         blueprint.add_url_rule(rule, endpoint, guard(view), methods=["GET"])
     blueprint.add_app_template_filter(_pretty_json, "jr_checkpoint_json")
+    blueprint.add_app_template_filter(_times, "jr_checkpoint_times")
     blueprint.register_error_handler(BadParameter, views.bad_parameter)
     blueprint.register_error_handler(CheckpointError, views.ledger_error)

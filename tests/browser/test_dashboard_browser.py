@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jr_checkpoint import cli
+from tests.attempt_story import DEAD_TASK, DEMO_TASK, MIXED_TASK, insert_story
 from tests.web_ledger import STATES, held_locks, populate
 
 CHROMIUM = os.environ.get("JR_CHECKPOINT_CHROMIUM", "/usr/bin/chromium")
@@ -41,7 +41,7 @@ def browser():
 @pytest.fixture
 def served(dsn):
     """`jr-checkpoint serve --port 0` on the ledger; yields its address once it printed it."""
-    assert cli.main(["demo", "--dsn", dsn]) == 0  # the crashed-then-resumed task -1
+    insert_story(dsn)  # the demo's crashed-then-resumed task -1, as attempt rows; a dead holder
     populate(dsn)
     command = [sys.executable, "-m", "jr_checkpoint", "serve", "--dsn", dsn, "--port", "0"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -84,7 +84,9 @@ def test_a_person_sees_tasks_a_timeline_and_charts(browser, served, tmp_path):
         rows = page.locator("#tasks tbody tr")
         seen = {int(r.get_attribute("data-task")): r.locator(".state").inner_text()
                 for r in rows.all()}
-        assert seen == {**STATES, -1: "finished"}
+        assert seen == {**STATES, DEMO_TASK: "finished", DEAD_TASK: "dead", MIXED_TASK: "finished"}
+        counted = page.locator(f'#tasks tr[data-task="{DEMO_TASK}"] td').nth(2).inner_text()
+        assert counted == "2"  # attempts
         if scheme == "dark":  # the page follows the reader's preference
             background = page.evaluate("getComputedStyle(document.body).backgroundColor")
             assert background == "rgb(20, 24, 29)"
@@ -96,7 +98,16 @@ def test_a_person_sees_tasks_a_timeline_and_charts(browser, served, tmp_path):
         assert steps.count() == 6
         assert page.inner_text("#task-state") == "finished"
         assert [s.get_attribute("data-result") for s in steps.all()] == ["success"] * 6
+        attempts = page.locator("#attempts tbody tr")
+        assert [a.locator("td").nth(1).inner_text() for a in attempts.all()] == ["died in step 3", "finished"]
+        cells = [[c.inner_text() for c in row.locator("td.cell").all()]
+                 for row in page.locator("#attempts-timeline tbody tr").all()]
+        assert cells == [["ran", "skipped"]] * 3 + [["died", "ran"], ["·", "ran"], ["·", "ran"]]
+        assert page.locator("#timeline tbody tr[data-step] td").nth(6).inner_text() == "1"  # attempt
         shoot(page, tmp_path, f"task-{scheme}")
+
+        page.goto(f"{address}tasks/{DEAD_TASK}")
+        assert page.inner_text("#task-state") == "dead"
 
         page.goto(f"{address}tasks/12")
         error = page.locator("pre.error-detail").first.inner_text()

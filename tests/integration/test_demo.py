@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -94,7 +95,7 @@ def test_demo_without_a_database_uses_the_embedded_server_and_keeps_its_data(no_
     assert cli.main(["status", "-1"]) == 0
     out, err = capsys.readouterr()
     assert f"using the demo's embedded PostgreSQL in {data_dir}" in err
-    assert out.startswith("task -1: 6 step(s) recorded, 6 succeeded; no checkpoint row")
+    assert out.startswith("task -1: finished; 6 step(s) recorded, 6 succeeded")
     assert not (data_dir / "postmaster.pid").exists()
 
 
@@ -103,11 +104,40 @@ def test_demo_data_dir_option(no_host, scratch, capsys):
     assert cli.main(["demo", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert f"data kept in {data_dir}" in out
-    assert "jr-checkpoint status" not in out  # status would not look there
+    assert f"the ledger: jr-checkpoint status -1 --data-dir {data_dir}" in out
     with embedded.server(data_dir) as target:
         rows = query(embedded.database_uri(target, "postgres"),
                      "SELECT count(*) FROM jr_step_rewards WHERE task_id = -1")
     assert rows == [(6,)]
+    # status and stats look there when told to
+    assert cli.main(["status", "-1", "--data-dir", str(data_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert f"using the demo's embedded PostgreSQL in {data_dir}" in err
+    assert out.startswith("task -1: finished; 6 step(s) recorded, 6 succeeded")
+    assert cli.main(["stats", "--data-dir", str(data_dir)]) == 0
+    assert capsys.readouterr().out.startswith("6 step(s) recorded (all time)")
+
+
+def test_status_with_no_database_anywhere_says_what_to_do(no_host, scratch, capsys):
+    assert cli.main(["status", "-1", "--data-dir", str(scratch / "none"), "--connect-timeout", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("jr-checkpoint: error: no database configured, and none running on this machine: "
+                   "run `jr-checkpoint demo` first, or give --dsn\n")
+
+
+def test_the_demo_leaves_two_attempts_in_the_ledger(dsn, capsys):
+    """Through the writer (the lead's attempt rows): the demo, then `status -1 --json`."""
+    assert cli.main(["demo", "--dsn", dsn]) == 0
+    capsys.readouterr()
+    assert cli.main(["status", "-1", "--json", "--dsn", dsn]) == 0
+    task = json.loads(capsys.readouterr().out)
+    assert task["state"] == "finished"
+    summary = [(a["attempt"], a["outcome"], a["ran"], a["skipped"], a["failed"], a["resumed_at"])
+               for a in task["attempts"]]
+    assert summary == [(1, "died", [0, 1, 2], [], [], None), (2, "finished", [3, 4, 5], [0, 1, 2], [], 3)]
+    assert [s["attempt"] for s in task["steps"]] == [1, 1, 1, 2, 2, 2]
+    assert all(a["host"] and a["pid"] and a["started_at"] and a["ended_at"] for a in task["attempts"])
 
 
 def test_a_child_that_dies_before_the_crash_point_is_reported(dsn, tmp_path):

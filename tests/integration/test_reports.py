@@ -56,7 +56,7 @@ def test_status_of_an_unfinished_task_shows_its_steps_and_checkpoint(executor, d
     assert lines[0].startswith("task 7: unfinished; 2 step(s) recorded, 1 succeeded; checkpoint: "
                                "attempt 1, resume at step 1 of 3 (last_completed_step=0)")
     header = next(i for i, line in enumerate(lines) if line.startswith("step  type"))
-    assert lines[header].split() == ["step", "type", "target", "result", "ms", "when"]
+    assert lines[header].split() == ["step", "type", "target", "result", "ms", "attempt", "when"]
     assert lines[header + 2].split()[:4] == ["0", "write", "a.txt", "success"]
     assert lines[header + 3].split()[:3] == ["1", "fail", "failed"]
     assert "step 1 failed: disk full" in lines

@@ -17,9 +17,12 @@ def test_the_web_benchmark_fills_its_ledger_and_times_every_endpoint(dsn):
     assert done.returncode == 0, done.stderr
     assert query(dsn, "SELECT count(*), count(DISTINCT task_id) FROM jr_step_rewards") == [(600, 200)]
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("ledger: 600 step rows over 200 tasks")
+    assert lines[0].startswith("ledger: 600 step rows over 200 tasks, ")
+    attempts = query(dsn, "SELECT count(*), count(DISTINCT task_id) FROM jr_task_attempts")
+    assert attempts[0][1] == 200 and 400 <= attempts[0][0] <= 800  # three a task on average
+    assert f"{attempts[0][0]:,} attempt rows" in lines[0]
     timed = [line for line in lines if line.endswith((" met", " NOT met"))]
-    assert len(timed) == 22
+    assert len(timed) == 24
     for label in ("tasks, first page", "task 200 (JSON)", "analytics, since=all (JSON)"):
         assert any(line.startswith(label + " ") for line in timed), label
     again = subprocess.run([sys.executable, str(BENCH), "--tasks", "10", "--dsn", dsn],
