@@ -87,6 +87,18 @@ class Shape:
         """The ledger may write: both seed tables exist and neither is incompatible."""
         return self.found and self.steps_compatible and self.checkpoints_compatible
 
+    def fit_step(self, step_type: Any, target_file: Any, error_detail: Any) -> tuple[Any, Any, Any]:
+        """A step row's text values as the live columns take them: a placeholder for a missing
+        value where the column is NOT NULL, each cut to its column's width (:func:`fit`)."""
+        if step_type is None and self.step_type_required:
+            step_type = PLACEHOLDERS["step_type"]
+        if target_file is None and self.target_file_required:
+            target_file = PLACEHOLDERS["target_file"]
+        if error_detail is None and self.error_detail_required:
+            error_detail = PLACEHOLDERS["error_detail"]
+        return (fit(step_type, self.step_type_chars), fit(target_file, self.target_file_chars),
+                fit(error_detail, self.error_detail_chars))
+
     def incompatibility(self) -> str:
         """One line saying why nothing is written (for a worker's warning); '' when writable."""
         if self.writable:

@@ -114,3 +114,11 @@ def test_a_checkpoints_table_with_a_step_number_is_per_step(keys):
     shape = from_rows(rows)
     assert not shape.checkpoints_compatible and shape.steps_compatible and shape.found
     assert len(shape.problems) == 1 and "is per step" in shape.problems[0]
+
+
+def test_fit_step_gives_placeholders_only_where_required():
+    jan31 = from_rows(rows_with("jr_step_rewards", "step_type", type="character varying(30)",
+                                chars=30, not_null=True))
+    assert jan31.fit_step(None, None, None) == ("unknown", None, None)
+    assert SEED.fit_step(None, None, None) == (None, None, None)
+    assert jan31.fit_step("t" * 40, "p", "e" * 9000) == ("t" * 22 + CUT_MARK, "p", "e" * 9000)
