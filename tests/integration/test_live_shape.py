@@ -120,7 +120,7 @@ def call(dsn: str, sql: str, params=()):
         return f"{type(exc).__name__}: {exc.pgerror.splitlines()[0]}"
 
 
-RECORD = "SELECT jr_checkpoint_record_step(7, %s, 0, %s, %s, 'h', 'success', 1, NULL, 0, 1, 30)"
+RECORD = "SELECT jr_checkpoint_record_step(7, %s, 0, %s, %s, 'h', 'success', 1, NULL, %s, 9, 30)"
 
 
 def test_the_functions_on_the_jan31_table_refuse_what_does_not_fit(empty_dsn, capsys):
@@ -129,16 +129,17 @@ def test_the_functions_on_the_jan31_table_refuse_what_does_not_fit(empty_dsn, ca
     assert run_cli(capsys, "--dsn", empty_dsn)[0] == 0
     (answer,), = query(empty_dsn, "SELECT jr_checkpoint_begin(7, 1, 'me', 30, '{}', 'me')")
     assert answer["taken"] is True
-    assert call(empty_dsn, RECORD, ("me", "t" * 30, "p" * 500)) == [(True,)]
-    assert call(empty_dsn, RECORD, ("me", "t" * 31, "p")) == (
+    assert call(empty_dsn, RECORD, ("me", "t" * 30, "p" * 500, 0)) == [(True,)]
+    assert call(empty_dsn, RECORD, ("me", "t" * 31, "p", 1)) == (
         "StringDataRightTruncation: ERROR:  value too long for type character varying(30)")
-    assert call(empty_dsn, RECORD, ("me", "t", "p" * 501)) == (
+    assert call(empty_dsn, RECORD, ("me", "t", "p" * 501, 1)) == (
         "StringDataRightTruncation: ERROR:  value too long for type character varying(500)")
-    assert call(empty_dsn, RECORD, ("me", None, "p")).startswith(
+    assert call(empty_dsn, RECORD, ("me", None, "p", 1)).startswith(
         'NotNullViolation: ERROR:  null value in column "step_type" of relation "jr_step_rewards"')
     # Each refusal took the statement back whole: the checkpoint did not move either.
     assert query(empty_dsn, "SELECT step_type, length(target_file) FROM jr_step_rewards") == [
         ("t" * 30, 500)]
+    assert query(empty_dsn, "SELECT last_completed_step FROM jr_task_checkpoints") == [(0,)]
 
 
 def test_the_functions_on_a_per_step_checkpoints_table_fail_and_write_nothing(empty_dsn, capsys):
@@ -147,7 +148,7 @@ def test_the_functions_on_a_per_step_checkpoints_table_fail_and_write_nothing(em
     assert call(empty_dsn, "SELECT jr_checkpoint_begin(7, 1, 'me', 30, '{}', 'me')") == (
         'UndefinedColumn: ERROR:  column "last_completed_step" of relation "jr_task_checkpoints"'
         " does not exist")
-    assert call(empty_dsn, RECORD, ("me", "t", "p")) == (
+    assert call(empty_dsn, RECORD, ("me", "t", "p", 0)) == (
         'UndefinedColumn: ERROR:  column "checkpoint_data" does not exist')
     assert query(empty_dsn, "SELECT count(*) FROM jr_task_checkpoints") == [(0,)]
     assert query(empty_dsn, "SELECT count(*) FROM jr_step_rewards") == [(0,)]
