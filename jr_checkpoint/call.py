@@ -14,7 +14,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import steps as step_rules
-from .errors import DatabaseUnavailable, TaskExhaustedError, TaskLockedError, TaskOwnershipLost
+from .errors import (
+    DatabaseUnavailable,
+    IncompatibleSchema,
+    TaskExhaustedError,
+    TaskLockedError,
+    TaskOwnershipLost,
+)
 from .log import emit
 from .steps import ERROR, FAILED, SUCCESS, Row, SlotPlan, StepSequence
 from .store import CheckpointStore, TaskState
@@ -72,7 +78,7 @@ class TaskRun:
     # -- fail-open --------------------------------------------------------------------------
 
     def _degrade(self, exc: BaseException, doing: str) -> None:
-        if not self.degraded:
+        if not self.degraded and not isinstance(exc, IncompatibleSchema):  # said once, by the store
             self._log(logging.WARNING, "[CHECKPOINT] task %s: %s failed, running the rest unchecked: %s",
                       self.task_id, doing, safe_text(exc), action="checkpoint_unavailable")
         self.degraded = True

@@ -119,8 +119,9 @@ def test_round_trips_one_load_one_per_executed_step_none_per_skipped(installed, 
     before = store.round_trips
     make_executor(TaskExecutor, tmp_path, 102).execute_steps(steps)
     resumed = store.round_trips - before
-    # lock + load + 10 records + release; then lock + load + release with every step skipped
-    assert (fresh, resumed) == (12, 2)  # take+load, one per executed step, release
+    # the tables' shape (once per store) + lock + load + 10 records + release; then lock + load
+    # + release with every step skipped
+    assert (fresh, resumed) == (13, 2)  # shape, take+load, one per executed step, release
     assert (tmp_path / "log.txt").read_text() == "".join(f"{i}\n" for i in range(10))
 
 

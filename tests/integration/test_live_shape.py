@@ -162,3 +162,90 @@ def test_migrating_twice_changes_nothing_more(empty_dsn, capsys, ddl):
     assert second[0] == first[0]
     assert second[1][0].startswith(f"{P} Tables already present: ")
     assert second[1][4:] == first[1][5:] and second[2] == first[2]
+
+
+# -- writes go on: through the real decorator, on tables created from the host's DDL ---------------
+
+
+class AnyStepExecutor:
+    """Runs every step successfully, whatever its type: the store's adaptation is what is tested."""
+
+    def __init__(self, task_id):
+        self._current_task_id = task_id
+        self.executed = []
+
+    def execute(self, step):
+        self.executed.append(step)
+        return {"success": True}
+
+    def execute_steps(self, steps):
+        return [self.execute(step) for step in steps]
+
+
+@pytest.fixture
+def decorated(empty_dsn, capsys):
+    """Install on AnyStepExecutor once the test made its tables; yields (executor class, store)."""
+    import jr_checkpoint
+
+    def install(ddl: str):
+        query(empty_dsn, ddl)
+        cli.main(["migrate", "--dsn", empty_dsn])
+        capsys.readouterr()
+        store = jr_checkpoint.install(empty_dsn, target=f"{__name__}:AnyStepExecutor.execute_steps")
+        return AnyStepExecutor, store
+
+    yield install
+    jr_checkpoint.uninstall()
+
+
+LONG_TYPE, LONG_PATH = "t" * 40, "/ganuda/" + "p" * 592
+
+
+def test_a_long_type_a_long_path_and_no_type_are_recorded_on_the_jan31_table(decorated, empty_dsn):
+    executor_class, store = decorated(JAN31)
+    steps = [{"type": LONG_TYPE, "path": "a.py"}, {"type": "write", "path": LONG_PATH},
+             {"type": None, "path": "c.py"}, {"type": "bash", "command": "true"}]
+    first = executor_class(301)
+    assert first.execute_steps(steps) == [{"success": True}] * 4
+    rows = query(empty_dsn, "SELECT step_number, step_type, target_file, execution_result"
+                            " FROM jr_step_rewards WHERE task_id = 301 ORDER BY step_number")
+    assert rows == [
+        (0, "t" * 22 + "...[cut]", "a.py", "success"),
+        (1, "write", LONG_PATH[:492] + "...[cut]", "success"),
+        (2, "unknown", "c.py", "success"),
+        (3, "bash", "", "success"),
+    ]
+    # The cut values still identify their steps: a retry skips all four.
+    again = executor_class(301)
+    assert [result.get("skipped") for result in again.execute_steps(steps)] == [True] * 4
+    assert again.executed == []
+
+
+def test_the_shape_is_read_once_per_store_not_per_task_or_step(decorated):
+    executor_class, store = decorated(JAN31)
+    executor_class(401).execute_steps([{"type": "bash"}])
+    before = store.round_trips
+    executor_class(402).execute_steps([{"type": "bash"}, {"type": "bash", "n": 2}])
+    assert store.round_trips - before == 4  # begin, two records, release: no shape query
+
+
+def test_nothing_is_written_into_a_per_step_checkpoints_table(decorated, empty_dsn, caplog):
+    executor_class, store = decorated(FEB03)
+    query(empty_dsn, "INSERT INTO jr_task_checkpoints (task_id, step_number, step_type)"
+                     " VALUES (501, 0, 'bash')")
+    caplog.set_level("WARNING", logger="jr_checkpoint")
+    steps = [{"type": "bash", "command": "true"}, {"type": "write", "path": "x"}]
+    for _ in range(3):  # three tasks, one warning
+        executor = executor_class(501)
+        assert executor.execute_steps(steps) == [{"success": True}] * 2
+        assert executor.executed == steps  # ran, unchecked
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [
+        f"[CHECKPOINT] jr_task_checkpoints not of the seed's shape ({PER_STEP}); nothing is"
+        " written to the checkpoint tables: see `jr-checkpoint migrate --check`; every task"
+        " runs unchecked"]
+    assert store.save_checkpoint(501, 1) is False and store.cleanup_checkpoints(501) is False
+    assert query(empty_dsn, "SELECT task_id, step_number, step_type FROM jr_task_checkpoints") == [
+        (501, 0, "bash")]
+    assert query(empty_dsn, "SELECT count(*) FROM jr_step_rewards") == [(0,)]
+    assert query(empty_dsn, "SELECT count(*) FROM jr_task_attempts") == [(0,)]
