@@ -15,7 +15,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import steps as step_rules
-from .errors import DatabaseUnavailable, TaskExhaustedError, TaskLockedError, TaskOwnershipLost
+from .errors import (
+    DatabaseUnavailable,
+    IncompatibleSchema,
+    TaskExhaustedError,
+    TaskLockedError,
+    TaskOwnershipLost,
+)
 from .log import emit
 from .steps import ERROR, FAILED, SUCCESS, Row, SlotPlan, StepSequence
 from .store import AttemptEnd, CheckpointStore, TaskState
@@ -114,7 +120,8 @@ class TaskRun:
     def _degrade(self, exc: BaseException, doing: str) -> None:
         """A ledger call failed: an outage keeps the records, anything else stops recording."""
         outage = isinstance(exc, DatabaseUnavailable)
-        if self.recording in (Recording.LIVE, Recording.NONE):
+        said = isinstance(exc, IncompatibleSchema)  # said once per store, by the store
+        if self.recording in (Recording.LIVE, Recording.NONE) and not said:
             self._log(logging.WARNING, "[CHECKPOINT] task %s: %s failed, running the rest unchecked: %s",
                       self.task_id, doing, safe_text(exc), action="checkpoint_unavailable")
         if self.recording in (Recording.LIVE, Recording.OUTAGE):

@@ -52,7 +52,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace, target: dsn_module.Target) -> int:
     if args.check:
-        problems = schema.check(target, args.connect_timeout)
+        problems, notes = schema.check(target, args.connect_timeout)
+        for note in notes:
+            print(f"{PREFIX} {note}")
         for problem in problems:
             print(f"{PREFIX} {problem}", file=sys.stderr)
         if problems:
@@ -67,13 +69,19 @@ def _migrate(args: argparse.Namespace, target: dsn_module.Target) -> int:
         schema.drop_tables(target, args.connect_timeout)
         print(f"{PREFIX} Tables dropped: {', '.join(schema.TABLE_NAMES)}")
         return 0
-    counts, created = schema.migrate(target, args.connect_timeout)
+    counts, created, notes, problems = schema.migrate(target, args.connect_timeout)
     if created:
         print(f"{PREFIX} Tables created: {', '.join(created)}")
     if len(created) < len(counts):
         print(f"{PREFIX} Tables already present: {', '.join(t for t in counts if t not in created)}")
     for table, count in counts.items():
         print(f"{PREFIX} {table}: {count} rows")
+    for line in notes:
+        print(f"{PREFIX} {line} (left as it is)")
+    for line in problems:
+        print(f"{PREFIX} {line} (left as it is)", file=sys.stderr)
+    if problems:
+        return 1
     print(f"{PREFIX} Done — For Seven Generations")
     return 0
 

@@ -33,6 +33,10 @@ class SchemaMissing(StoreError):
     """The checkpoint tables do not exist: run `jr-checkpoint migrate`."""
 
 
+class IncompatibleSchema(StoreError):
+    """A checkpoint table is not of a shape the ledger can write: see `jr-checkpoint migrate --check`."""
+
+
 class TaskLockedError(CheckpointError):
     """Another worker is running this task."""
 

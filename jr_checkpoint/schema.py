@@ -4,11 +4,13 @@ functions (``sql/functions.sql``)."""
 from __future__ import annotations
 
 from contextlib import closing
+from typing import NamedTuple
 
 from psycopg2 import sql as pgsql
 
 from . import db
 from .dsn import Target
+from .shape import read_shape
 from .sql import ADMIN, FUNCTIONS, QUERIES, SCHEMA, TABLES
 from .store import LOCK_NAMESPACE
 
@@ -26,14 +28,35 @@ WORKER_FUNCTIONS: tuple[str, ...] = (
 )
 
 
+class Migration(NamedTuple):
+    """What ``migrate`` did: each table's row count, the tables it created, and one line per
+    difference it found between a table that was there and the seed's (it leaves such tables
+    as they are); ``problems`` are those the ledger cannot write around."""
+
+    counts: dict[str, int]
+    created: list[str]
+    notes: list[str]
+    problems: list[str]
+
+
+class Check(NamedTuple):
+    """``migrate --check``: what stops the ledger (``problems``) and what it adapts to or may
+    ignore (``notes``), one line each."""
+
+    problems: list[str]
+    notes: list[str]
+
+
 def create_tables(target: Target, connect_timeout: float | None = 5) -> dict[str, int]:
     """Create the tables and indexes if missing; return each table's row count."""
-    return migrate(target, connect_timeout)[0]
+    return migrate(target, connect_timeout).counts
 
 
-def migrate(target: Target, connect_timeout: float | None = 5) -> tuple[dict[str, int], list[str]]:
-    """Create the tables, indexes and functions; return each table's row count, and the tables
-    this call created (the others were there already).
+def migrate(target: Target, connect_timeout: float | None = 5) -> Migration:
+    """Create the tables, indexes and functions that are missing (see :class:`Migration`).
+
+    A table that exists keeps its columns, whatever their shape: this never alters or drops
+    a column of a production table; what differs from the seed is reported instead.
 
     All or nothing, in one transaction. ``CREATE ... IF NOT EXISTS`` is not safe when two
     sessions run it at once (both pass the check, one fails on a unique index of the
@@ -44,26 +67,30 @@ def migrate(target: Target, connect_timeout: float | None = 5) -> tuple[dict[str
     with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "migration"):
         with conn, conn.cursor() as cur:  # commits, or rolls back on any error
             cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
-            cur.execute(QUERIES["table_columns"])
-            before = {table for table, _column, _type in cur.fetchall()}
+            cur.execute(QUERIES["live_shape"])
+            before = {row[0] for row in cur.fetchall()}
             cur.execute(SCHEMA)
             cur.execute(FUNCTIONS)
+            shape = read_shape(cur)
             counts = {}
             for table in TABLE_NAMES:
                 cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
                 counts[table] = cur.fetchone()[0]
-    return counts, [table for table in TABLE_NAMES if table not in before]
+    return Migration(counts, [table for table in TABLE_NAMES if table not in before],
+                     list(shape.notes), list(shape.problems))
 
 
-def check(target: Target, connect_timeout: float | None = 5) -> list[str]:
-    """``migrate --check``: the schema's problems, else what the connecting role lacks (one line)."""
+def check(target: Target, connect_timeout: float | None = 5) -> Check:
+    """``migrate --check``: the schema's problems, else what the connecting role lacks (one
+    line); and the differences the ledger lives with."""
     with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):
         with conn, conn.cursor() as cur:
-            return _table_problems(cur) or _privilege_problems(cur)
+            shape = read_shape(cur)
+            return Check(list(shape.problems) or _privilege_problems(cur), list(shape.notes))
 
 
 def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]:
-    """What differs from the seed's schema: missing tables, missing columns, wrong types."""
+    """What stops the ledger: missing tables, columns and keys, wrong types (see shape.py)."""
     with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):
         with conn, conn.cursor() as cur:
             return _table_problems(cur)
@@ -89,23 +116,7 @@ def _privilege_problems(cur) -> list[str]:
 
 
 def _table_problems(cur) -> list[str]:
-    cur.execute(QUERIES["table_columns"])
-    rows = cur.fetchall()
-    found: dict[str, dict[str, str]] = {}
-    for table, column, pg_type in rows:
-        found.setdefault(table, {})[column] = pg_type
-    problems = []
-    for table, columns in TABLES.items():
-        if table not in found:
-            problems.append(f"table {table} is missing")
-            continue
-        for column, pg_type in columns.items():
-            actual = found[table].get(column)
-            if actual is None:
-                problems.append(f"column {table}.{column} is missing")
-            elif actual != pg_type:
-                problems.append(f"column {table}.{column} is {actual}, expected {pg_type}")
-    return problems
+    return list(read_shape(cur).problems)
 
 
 def drop_tables(target: Target, connect_timeout: float | None = 5) -> None:

@@ -40,9 +40,10 @@ import psycopg2
 
 from . import db
 from . import dsn as dsn_module
-from .errors import DatabaseUnavailable, SchemaMissing, StoreError, TaskOwnershipLost
+from .errors import DatabaseUnavailable, IncompatibleSchema, SchemaMissing, StoreError, TaskOwnershipLost
 from .lease import LeaseKeeper, holder_identity, holder_is_dead
 from .log import emit
+from .shape import SEED, Shape, from_rows
 from .sql import QUERIES
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ DEFAULT_LEASE = 30.0
 DEFAULT_OUTAGE = 10.0
 
 MAX_TEXT_BYTES = 8 * 1024
-_STEP_TYPE_CHARS = 50  # VARCHAR(50) in the seed's schema
 _INT4_MAX = 2**31 - 1
 _TRUNCATED = "\n...[truncated by jr-checkpoint]"
 
@@ -135,6 +135,7 @@ class CheckpointStore:
         outage: float = DEFAULT_OUTAGE,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        shape: Shape | None = None,
     ):
         if not lease > 0 or not outage >= 0:
             raise ValueError("lease must be > 0 and outage >= 0 seconds")
@@ -153,6 +154,7 @@ class CheckpointStore:
         self._orphans: list[Any] = []  # a parent's connections, kept so a child never closes them
         self._keeper: LeaseKeeper | None = None
         self.round_trips = 0
+        self._shape = shape  # the live tables' (jr_checkpoint.shape), read before the first task
         # Owners of tasks taken with the previous release's functions (an unmigrated database),
         # and when this release's were last found missing.
         self._v1_owners: set[str] = set()
@@ -277,6 +279,19 @@ class CheckpointStore:
 
     # -- who runs a task ----------------------------------------------------------------------
 
+    def shape(self) -> Shape:
+        """The live tables' shape: read once, at the first task (one query), then kept. While
+        the tables are missing it is read again each time (``migrate`` may have run since)."""
+        shape = self._shape
+        if shape is None:
+            shape = from_rows(self._run("live_shape", fetch="all", patient=True))
+            if shape.found:
+                self._shape = shape
+                if not shape.writable:
+                    emit(logger, logging.WARNING, "[CHECKPOINT] %s; every task runs unchecked",
+                         shape.incompatibility(), action="schema_incompatible")
+        return shape
+
     def begin_task(self, task_id: int, total_steps: int | None = None, *,
                    wait: float | None = 0.0) -> TaskState | None:
         """Take the task, count the attempt and load everything recorded for it.
@@ -285,6 +300,9 @@ class CheckpointStore:
         returns None if it still does. Takes it at once from an owner on this host whose
         process has died.
         """
+        shape = self._shape or self.shape()
+        if shape.found and not shape.writable:
+            raise IncompatibleSchema(shape.incompatibility())
         owner = uuid.uuid4().hex
         holder = json.dumps(holder_identity())
         deadline = None if wait is None else self._clock() + wait
@@ -424,6 +442,8 @@ class CheckpointStore:
 
         Raises :class:`TaskOwnershipLost` (and writes nothing) when ``owner`` lost the task.
         """
+        shape = self._shape or SEED
+        step_type, target_file, error_detail = shape.fit_step(step_type, target_file, error_detail)
         if execution_time_ms is not None:
             execution_time_ms = max(0, min(int(execution_time_ms), _INT4_MAX))
         v1 = owner in self._v1_owners
@@ -432,7 +452,7 @@ class CheckpointStore:
             # The common case: the call's text, the plain values written in (see _argument).
             rest: list[str] = []
             text = (f"{_RECORD_HEAD}{task_id}, {_argument(owner, rest, bounded=False)}, "
-                    f"{step_number}, {_argument(step_type, rest, _STEP_TYPE_CHARS)}, "
+                    f"{step_number}, {_argument(step_type, rest, shape.step_type_chars)}, "
                     f"{_argument(target_file, rest)}, {_argument(content_hash, rest, bounded=False)}, "
                     f"{_argument(execution_result, rest, bounded=False)}, "
                     f"{_number(execution_time_ms)}, {_argument(error_detail, rest)}, "
@@ -443,10 +463,9 @@ class CheckpointStore:
                              list(end.failed)))
             (recorded,) = self._run("record_step", tuple(rest) or None, patient=patient, sql=text)
         else:  # let the server refuse it, in its own words (the casts of record_step)
-            step_type = bound_text(step_type)
             (recorded,) = self._run("record_step_v1" if v1 else "record_step", {
                 "task_id": task_id, "owner": owner, "step_number": step_number,
-                "step_type": step_type[:_STEP_TYPE_CHARS] if step_type is not None else None,
+                "step_type": bound_text(step_type),
                 "target_file": bound_text(target_file), "content_hash": content_hash,
                 "execution_result": execution_result, "execution_time_ms": execution_time_ms,
                 "error_detail": bound_text(error_detail), "last_completed_step": last_completed_step,
@@ -476,6 +495,11 @@ class CheckpointStore:
 
     # -- the seed's Step 3 trio, same semantics (the queue client's methods call these) -----
 
+    def _incompatible_checkpoints(self) -> bool:
+        """True when jr_task_checkpoints exists in a shape the ledger must not write into."""
+        shape = self._shape or self.shape()
+        return shape.found and not shape.checkpoints_compatible
+
     def save_checkpoint(
         self,
         task_id: int,
@@ -485,6 +509,8 @@ class CheckpointStore:
     ) -> bool:
         """Save a checkpoint for a task so it can resume on retry; False if it failed."""
         try:
+            if self._incompatible_checkpoints():
+                return False  # said once, when the shape was read
             self._run("save_checkpoint", {
                 "task_id": task_id, "last_completed_step": last_completed_step,
                 "total_steps": total_steps,
@@ -511,6 +537,8 @@ class CheckpointStore:
     def cleanup_checkpoints(self, task_id: int) -> bool:
         """Remove the task's checkpoint after it completed; False if it failed."""
         try:
+            if self._incompatible_checkpoints():
+                return False  # a per-step table's rows are the host's own: left alone
             self._run("cleanup_checkpoints", {"task_id": task_id}, fetch="none")
             return True
         except Exception as exc:

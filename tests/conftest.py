@@ -165,8 +165,13 @@ def host_db(monkeypatch, host_path, dsn, tmp_path):
 def store(dsn):
     """A CheckpointStore on the test's database, closed afterwards."""
     from jr_checkpoint import CheckpointStore
+    from jr_checkpoint.shape import read_shape
 
-    ledger = CheckpointStore(dsn)
+    # The tables' shape, which a worker's store reads once before its first task, read here
+    # on a connection of its own: the tests count the store's round trips.
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        shape = read_shape(cur)
+    ledger = CheckpointStore(dsn, shape=shape)
     yield ledger
     ledger.close()
 

@@ -167,3 +167,28 @@ WITH gone AS (
 )
 SELECT CASE WHEN EXISTS (SELECT 1 FROM gone) THEN 'released'
             WHEN EXISTS (SELECT 1 FROM kept) THEN 'kept' ELSE 'lost' END;
+
+-- name: live_shape
+-- The checkpoint tables as they are (jr_checkpoint.shape): one row per table found, with its
+-- columns [name, type, characters of a VARCHAR/CHAR or NULL, NOT NULL, has a default] and the
+-- key columns of each unique index that ON CONFLICT can use (immediate, valid, no predicate,
+-- no expression). Sent once per store, before its first task, and by `migrate`.
+SELECT c.relname,
+       (SELECT json_agg(json_build_array(
+                   a.attname, format_type(a.atttypid, a.atttypmod),
+                   CASE WHEN a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype)
+                             AND a.atttypmod >= 4 THEN a.atttypmod - 4 END,
+                   a.attnotnull, a.atthasdef) ORDER BY a.attnum)
+        FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT json_agg((SELECT json_agg(a.attname ORDER BY k.ord)
+                         FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                         WHERE k.ord <= i.indnkeyatts))
+        FROM pg_index i
+        WHERE i.indrelid = c.oid AND i.indisunique AND i.indimmediate AND i.indisvalid
+          AND i.indpred IS NULL AND i.indexprs IS NULL)
+FROM pg_class c
+WHERE c.oid IN (to_regclass('jr_step_rewards'), to_regclass('jr_task_checkpoints'),
+                to_regclass('jr_task_attempts'))
+ORDER BY c.relname;

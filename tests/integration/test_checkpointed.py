@@ -119,9 +119,10 @@ def test_round_trips_one_load_one_per_executed_step_none_per_skipped(installed, 
     before = store.round_trips
     make_executor(TaskExecutor, tmp_path, 102).execute_steps(steps)
     resumed = store.round_trips - before
-    # take + load, then one per executed step, the last one also ending the attempt and
-    # giving the task up; then take + load and the release, with every step skipped
-    assert (fresh, resumed) == (11, 2)
+    # the tables' shape (once per store), take + load, then one per executed step, the last
+    # one also ending the attempt and giving the task up; then take + load and the release,
+    # with every step skipped
+    assert (fresh, resumed) == (12, 2)
     assert (tmp_path / "log.txt").read_text() == "".join(f"{i}\n" for i in range(10))
 
 

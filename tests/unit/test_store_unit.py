@@ -27,6 +27,7 @@ from jr_checkpoint.errors import (
     TaskOwnershipLost,
 )
 from jr_checkpoint.lease import holder_identity, holder_is_dead
+from jr_checkpoint.shape import SEED
 from jr_checkpoint.sql import QUERIES
 from jr_checkpoint.store import (
     MAX_TEXT_BYTES,
@@ -229,6 +230,7 @@ def make_store(fake_time=None, **options):
         options.update(sleep=fake_time.sleep, clock=fake_time.clock)
     else:
         options.update(sleep=refuse_to_sleep)
+    options.setdefault("shape", SEED)  # the tables are the seed's: no live_shape query
     return CheckpointStore(DSN, **options)
 
 
@@ -294,7 +296,7 @@ def test_record_step_is_one_statement_with_bounded_values(connect):
     (sql, params), (second_sql, second_params) = conn.executed
     assert conn.names == ["record_step", "record_step"]
     assert sent_values(sql, params) == [
-        7, "me", 3, "t" * 50, "a\\x00b", "h" * 64, "error", 0,
+        7, "me", 3, "t" * 42 + "...[cut]", "a\\x00b", "h" * 64, "error", 0,  # cut to 50, marked
         "e" * (MAX_TEXT_BYTES - len(SUFFIX)) + SUFFIX, 2, 9, 12.5]
     assert sent_values(second_sql, second_params) == [
         7, "me", 4, "unknown", "", None, "success", 2**31 - 1, None, -1, None, 12.5]
@@ -329,7 +331,7 @@ def test_a_step_type_longer_after_escaping_is_still_cut_to_fifty(connect):
     conn = FakeConnection()
     connect.side_effect = [conn]
     record(make_store(), 0, step_type="\x00" * 20)  # 20 characters, 80 once escaped
-    assert sent_values(*conn.executed[0])[3] == "\\x00" * 12 + "\\x"
+    assert sent_values(*conn.executed[0])[3] == "\\x00" * 10 + "\\x...[cut]"
 
 
 def test_a_refused_record_is_task_ownership_lost_and_the_connection_goes_on(connect):
