@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Becomes COMMAND (exec): returns only when COMMAND cannot start."""
     sys.stdout.flush()
     sys.stderr.flush()
-    run.exec_command(args.command, args.dsn, wait=args.wait)
+    run.exec_command(args.command, args.dsn, wait=args.wait, allow_unchecked=args.allow_unchecked)
     return 0  # pragma: no cover (exec_command returns only by raising)
 
 
@@ -143,12 +143,16 @@ def _add_run_command(commands) -> None:
         description="Run COMMAND (e.g. python3 -u jr_queue_worker.py 'Jr Name') in place of this "
         "process, with a sitecustomize on PYTHONPATH that calls jr_checkpoint.install() in every "
         "Python it starts. Exit status and signals are COMMAND's own. 127: COMMAND not found; "
-        "126: not executable.")
+        f"126: not executable; {run.UNCHECKED_EXIT}: its Python cannot install jr-checkpoint "
+        "(not started).")
     parser.add_argument("--dsn", help=f"the checkpoint database, passed as ${dsn_module.ENV_DSN} "
                         "(default: the library's usual resolution, in the command's environment)")
     parser.add_argument("--wait", type=_seconds, metavar="SECONDS",
                         help="wait this long for another worker to finish a task it holds, instead "
                         "of refusing the task at once (passed as $JR_CHECKPOINT_WAIT)")
+    parser.add_argument("--allow-unchecked", action="store_true",
+                        help="start COMMAND even when its Python cannot import or install "
+                        "jr-checkpoint (one line on stderr, then it runs without checkpoints)")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     parser.set_defaults(func=cmd_run)
 
