@@ -179,12 +179,7 @@ class TaskRun:
         if position in self.succeeded:  # known from the ledger, even if it is unreachable now
             self._log(logging.INFO, "[CHECKPOINT] Step %s already succeeded, skipping", position,
                       action="step_skipped", step_number=position)
-            skipped = {"success": True, "skipped": True, "checkpoint_hit": True,
-                       "step_number": position}
-            path = step_rules.target_file(step)
-            if path:  # the host's own retry drops steps whose result names a done path
-                skipped["path"] = path
-            return skipped
+            return step_rules.skipped_result(step, position)
         if self.owner is not None and self.store.lost(self.task_id, self.owner):
             self.owner = None
             raise TaskOwnershipLost(f"task {self.task_id}: another worker took it over; stopping "
