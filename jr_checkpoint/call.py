@@ -288,12 +288,7 @@ class TaskRun:
             slot = self.plan.slot_of.get(position)
             if slot is not None:
                 self.skipped[slot] = None
-            skipped = {"success": True, "skipped": True, "checkpoint_hit": True,
-                       "step_number": position}
-            path = step_rules.target_file(step)
-            if path:  # the host's own retry drops steps whose result names a done path
-                skipped["path"] = path
-            return skipped
+            return step_rules.skipped_result(step, position)
         if self.recording in _HOLDING:
             self._check_lease(position)
         elif self.recording is Recording.LOST:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import demo, embedded, history, interrupts, patching, reports, run, schema
+from . import demo, embedded, history, interrupts, migrate, patching, reports, run, schema
 from . import dsn as dsn_module
 from .errors import CheckpointError, ConfigurationError, DatabaseUnavailable, PatchConflict, TaskLockedError
 from .steps import parse_task_id
@@ -46,7 +46,8 @@ def _confirm(question: str, assume_yes: bool) -> bool:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    with _ledger(args) as target:
+    with migrate.target(args.dsn, args.host_root) as (target, named):
+        print(f"{PREFIX} Target: {named}", flush=True)
         return _migrate(args, target)
 
 
@@ -141,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Becomes COMMAND (exec): returns only when COMMAND cannot start."""
     sys.stdout.flush()
     sys.stderr.flush()
-    run.exec_command(args.command, args.dsn, wait=args.wait)
+    run.exec_command(args.command, args.dsn, wait=args.wait, allow_unchecked=args.allow_unchecked)
     return 0  # pragma: no cover (exec_command returns only by raising)
 
 
@@ -152,12 +153,16 @@ def _add_run_command(commands) -> None:
         description="Run COMMAND (e.g. python3 -u jr_queue_worker.py 'Jr Name') in place of this "
         "process, with a sitecustomize on PYTHONPATH that calls jr_checkpoint.install() in every "
         "Python it starts. Exit status and signals are COMMAND's own. 127: COMMAND not found; "
-        "126: not executable.")
+        f"126: not executable; {run.UNCHECKED_EXIT}: its Python cannot install jr-checkpoint "
+        "(not started).")
     parser.add_argument("--dsn", help=f"the checkpoint database, passed as ${dsn_module.ENV_DSN} "
                         "(default: the library's usual resolution, in the command's environment)")
     parser.add_argument("--wait", type=_seconds, metavar="SECONDS",
                         help="wait this long for another worker to finish a task it holds, instead "
                         "of refusing the task at once (passed as $JR_CHECKPOINT_WAIT)")
+    parser.add_argument("--allow-unchecked", action="store_true",
+                        help="start COMMAND even when its Python cannot import or install "
+                        "jr-checkpoint (one line on stderr, then it runs without checkpoints)")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     parser.set_defaults(func=cmd_run)
 
@@ -460,16 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    migrate = commands.add_parser("migrate", help="create the checkpoint tables (idempotent)",
-                                  description="Create jr_step_rewards and jr_task_checkpoints.")
-    _add_database_options(migrate)
-    mode = migrate.add_mutually_exclusive_group()
+    migrate_parser = commands.add_parser(
+        "migrate", help="create the checkpoint tables (idempotent)",
+        description="Create jr_step_rewards and jr_task_checkpoints. The first line names the "
+        "database and how it was found (--dsn, $JR_CHECKPOINT_DSN, the host's lib.secrets_loader, "
+        "the PG* variables, or the demo's embedded server when nothing is configured and no host "
+        "root exists). A host root given or found whose loader fails is an error (exit 2).")
+    _add_database_options(migrate_parser)
+    mode = migrate_parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
                       help="exit 0 if both tables exist with the seed's columns and the connecting "
                       "role may do what a worker does (read, write, use their sequences), else 1")
     mode.add_argument("--drop", action="store_true", help="drop both tables (asks unless --yes)")
-    migrate.add_argument("--yes", action="store_true", help="do not ask before --drop")
-    migrate.set_defaults(func=cmd_migrate)
+    migrate_parser.add_argument("--yes", action="store_true", help="do not ask before --drop")
+    migrate_parser.set_defaults(func=cmd_migrate)
     _add_patch_command(commands)
     _add_run_command(commands)
     _add_ledger_commands(commands)

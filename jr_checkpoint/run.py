@@ -6,11 +6,19 @@ starts imports ``bootstrap/sitecustomize.py``, which calls :func:`jr_checkpoint.
 (the way ``opentelemetry-instrument`` and ``ddtrace-run`` work). The command replaces this
 process (``exec``): same pid, so its exit status and the signals sent to it are its own, and a
 systemd unit only changes its ``ExecStart``.
+
+The environment is the unit's own, with ``bootstrap/`` put first on PYTHONPATH (the unit's
+``/ganuda/lib`` stays, after it). A worker that would run without checkpoints does not start:
+``JR_CHECKPOINT_REQUIRE=1`` makes the first Python that cannot import jr_checkpoint (or whose
+``install()`` fails) exit with status 78 and one line, before its own code runs; a Python
+command whose flags skip the bootstrap (``-I``, ``-E``, ``-S``) is refused here. Both unless
+``--allow-unchecked``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,15 +29,19 @@ from .errors import CommandNotRunnable, ConfigurationError
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 #: Set in the command's environment, so the host (and an operator) can see it runs under us.
 ENV_MARKER = "JR_CHECKPOINT_RUN"
-USAGE = "jr-checkpoint run [--dsn DSN] [--wait SECONDS] -- COMMAND [ARGS...]"
+#: Set unless --allow-unchecked: the bootstrap stops a Python that cannot install jr-checkpoint.
+ENV_REQUIRE = "JR_CHECKPOINT_REQUIRE"
+#: The status of a command that did not start because it would have run without checkpoints.
+UNCHECKED_EXIT = 78
+USAGE = "jr-checkpoint run [--dsn DSN] [--wait SECONDS] [--allow-unchecked] -- COMMAND [ARGS...]"
 #: How long the command's workers wait for a task another worker holds (install(wait=...)).
 ENV_WAIT = "JR_CHECKPOINT_WAIT"
 
 
 def command_env(dsn: str | None = None, environ: Mapping[str, str] | None = None,
-                wait: float | None = None) -> dict[str, str]:
+                wait: float | None = None, allow_unchecked: bool = False) -> dict[str, str]:
     """The environment for COMMAND: the bootstrap first on PYTHONPATH, the marker, the DSN and
-    the wait if given."""
+    the wait if given, and the requirement that jr-checkpoint installs unless allowed not to."""
     env = dict(os.environ if environ is None else environ)
     paths = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep)
              if entry and entry != str(BOOTSTRAP_DIR)]
@@ -39,18 +51,47 @@ def command_env(dsn: str | None = None, environ: Mapping[str, str] | None = None
         env[ENV_DSN] = dsn
     if wait is not None:
         env[ENV_WAIT] = repr(float(wait))
+    if allow_unchecked:
+        env.pop(ENV_REQUIRE, None)
+    else:
+        env[ENV_REQUIRE] = "1"
     return env
 
 
-def exec_command(command: Sequence[str], dsn: str | None = None, wait: float | None = None) -> None:
+_PYTHON = re.compile(r"python[0-9.]*$")
+#: Flags with which Python ignores PYTHONPATH (-I, -E) or skips sitecustomize (-S).
+_SKIPS_BOOTSTRAP = frozenset("IES")
+
+
+def skipped_bootstrap(command: Sequence[str]) -> str | None:
+    """The flag with which a Python COMMAND would never import the bootstrap, if it has one."""
+    if not command or not _PYTHON.match(os.path.basename(command[0])):
+        return None
+    for arg in command[1:]:
+        if arg in ("-c", "-m", "-") or not arg.startswith("-") or arg.startswith("--"):
+            return None  # the program starts here: the rest are its own arguments
+        if arg.startswith(("-W", "-X")):
+            continue
+        flags = _SKIPS_BOOTSTRAP.intersection(arg[1:])
+        if flags:
+            return "-" + sorted(flags)[0]
+    return None
+
+
+def exec_command(command: Sequence[str], dsn: str | None = None, wait: float | None = None,
+                 allow_unchecked: bool = False) -> None:
     """Replace this process with COMMAND (searched on PATH); returns only by raising."""
     command = list(command)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
         raise ConfigurationError(f"run: no COMMAND given: {USAGE}")
+    flag = None if allow_unchecked else skipped_bootstrap(command)
+    if flag:
+        raise ConfigurationError(f"run: {command[0]} {flag} would skip jr-checkpoint's start-up hook "
+                                 "and run without checkpoints: drop that flag, or pass --allow-unchecked")
     try:
-        os.execvpe(command[0], command, command_env(dsn, wait=wait))
+        os.execvpe(command[0], command, command_env(dsn, wait=wait, allow_unchecked=allow_unchecked))
     except FileNotFoundError as exc:
         raise CommandNotRunnable(f"run: command not found: {command[0]}", 127) from exc
     except OSError as exc:

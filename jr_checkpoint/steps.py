@@ -136,6 +136,27 @@ def step_type(step: Any) -> Any:
     return step.get("type", "unknown") if is_mapping(step) else "unknown"
 
 
+def skipped_result(step: Any, position: int) -> dict[str, Any]:
+    """What ``execute()`` returns for a step that already succeeded, instead of running it.
+
+    A success with no ``error`` (the host matches error text to decide on a retry), marked
+    ``skipped``, carrying what the host reads from a step's result after the run: ``type``
+    (its summary counts the ``file`` steps) and ``path``, which its in-process retry uses to
+    drop steps already done, and which ``claim_verifier`` looks for on disk before it calls a
+    success without artifacts a HALLUCINATION. The file is there: it was written by the
+    attempt that recorded the success.
+    """
+    result: dict[str, Any] = {"success": True, "skipped": True, "checkpoint_hit": True,
+                              "step_number": position}
+    kind = step_type(step)
+    if isinstance(kind, str) and kind != "unknown":
+        result["type"] = kind
+    path = target_file(step)
+    if path:
+        result["path"] = path
+    return result
+
+
 def identity(step: Any) -> list[str]:
     """What decides a step's effect, as strings (see the module docstring); raises on a
     hostile step."""
@@ -318,4 +339,4 @@ class SlotPlan:
 
 __all__ = ["ERROR", "FAILED", "SUCCESS", "Row", "SlotPlan", "StepSequence", "canonical_json",
            "digest", "host_hash", "identity", "is_task_id", "legacy_hash", "parse_task_id", "step_type",
-           "target_file"]
+           "skipped_result", "target_file"]

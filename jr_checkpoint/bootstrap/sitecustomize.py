@@ -6,19 +6,27 @@ PYTHONPATH) imports this module before its own code. It:
 
 1. runs the `sitecustomize` that would have been imported without it (the next one on
    sys.path, as ddtrace's bootstrap does), so a host's own start-up hook still runs;
-2. imports jr_checkpoint, or says in one line that this Python cannot, and goes on without it;
-3. calls ``jr_checkpoint.install()``, which only registers import hooks: the executor is
-   checkpointed when the host imports it. The database is the library's usual one
-   (JR_CHECKPOINT_DSN, which ``--dsn`` sets, then the host's lib.secrets_loader, then PG*).
+2. imports jr_checkpoint and calls ``jr_checkpoint.install()``, which only registers import
+   hooks: the executor is checkpointed when the host imports it. The database is the
+   library's usual one (JR_CHECKPOINT_DSN, which ``--dsn`` sets, then the host's
+   lib.secrets_loader, then PG*).
 
-It never stops the host: any failure here is one line on stderr. Kept to plain syntax (3.6),
-since the Python it runs in may be older than jr-checkpoint's.
+When either fails it says so in one line on stderr. Then, if ``JR_CHECKPOINT_REQUIRE`` is set
+(`run` sets it unless given ``--allow-unchecked``), this Python exits with status 78 before
+any of its own code runs: a worker that would run without checkpoints does not start. Once
+installed, it takes ``JR_CHECKPOINT_REQUIRE`` out of the environment, so the Pythons the worker
+starts (a bash step's ``python3 ...``, maybe another interpreter) are never stopped by it: they
+only get the one line. Kept to plain syntax (3.6), since the Python it runs in may be older than
+jr-checkpoint's.
 """
 
 import os
 import sys
 
 _PREFIX = "jr-checkpoint run: "
+_REQUIRE = "JR_CHECKPOINT_REQUIRE"
+#: EX_CONFIG (sysexits.h): this Python is not set up to run the worker with checkpoints.
+_UNCHECKED_EXIT = 78
 
 
 def _say(message):
@@ -46,12 +54,21 @@ def _chain():
         _say(f"the other sitecustomize ({spec.origin}) failed: {type(exc).__name__}: {exc}")
 
 
+def _refuse_or_go_on(problem):
+    """One line; then stop this Python if the worker must not run unchecked."""
+    if os.environ.get(_REQUIRE) == "1":
+        _say(problem + "; not running it without checkpoints: install jr-checkpoint in that "
+             "environment (pip install jr_checkpoint-*.whl), or pass --allow-unchecked")
+        os._exit(_UNCHECKED_EXIT)
+    _say(problem + "; running without checkpoints")
+
+
 def _install():
     try:
         import jr_checkpoint
     except Exception as exc:
-        _say(f"this Python ({sys.executable}) cannot import jr_checkpoint: {type(exc).__name__}: "
-             f"{exc}; install jr-checkpoint in that environment")
+        _refuse_or_go_on(f"this Python ({sys.executable}) cannot import jr_checkpoint: "
+                         f"{type(exc).__name__}: {exc}")
         return
     dsn = os.environ.get("JR_CHECKPOINT_DSN") or None
     options = {}
@@ -60,7 +77,10 @@ def _install():
             options["wait"] = float(os.environ["JR_CHECKPOINT_WAIT"])
         jr_checkpoint.install(dsn, **options)
     except Exception as exc:
-        _say(f"jr_checkpoint.install() failed, running without checkpoints: {type(exc).__name__}: {exc}")
+        _refuse_or_go_on(f"jr_checkpoint.install() failed in this Python ({sys.executable}): "
+                         f"{type(exc).__name__}: {exc}")
+        return
+    os.environ.pop(_REQUIRE, None)  # checked once, here: the Pythons this one starts go on
 
 
 _chain()

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jr_checkpoint import cli, embedded, schema
+from jr_checkpoint import cli, embedded, migrate, schema
 from tests.conftest import query
 
 DEMO = [sys.executable, "-m", "jr_checkpoint", "demo"]
@@ -300,12 +300,17 @@ def test_migrate_uses_the_demos_embedded_server_when_nothing_is_configured(no_ho
                                                                           monkeypatch):
     data_dir = used_data_dir
     monkeypatch.setattr(embedded, "default_data_dir", lambda: data_dir)
+    monkeypatch.setattr(migrate, "HOST_ROOTS", (str(data_dir / "no-host-here"),))
     with embedded.server(data_dir) as target:
         schema.create_tables(target)
     assert cli.main(["migrate", "--check"]) == 0
     out, err = capsys.readouterr()
-    assert f"using the demo's embedded PostgreSQL in {data_dir}" in err
-    assert out.startswith("[Checkpoint Migration] Schema OK")
+    # Said first, on stdout: not a host's database (tests/integration/test_migrate_target.py).
+    assert out.splitlines()[0] == (f"[Checkpoint Migration] Target: the demo's embedded PostgreSQL in "
+                                   f"{data_dir}, NOT a host's database (nothing configured, and no host "
+                                   f"root at {data_dir / 'no-host-here'})")
+    assert out.splitlines()[1].startswith("[Checkpoint Migration] Schema OK")
+    assert err == ""
     assert postmaster(data_dir) is None
 
 

@@ -138,7 +138,7 @@ def host_hash(step_number: int, step_type: str) -> str:
 # -- the patch set on both copies ------------------------------------------------------------
 
 
-def test_todays_host_gets_only_patch_04_and_still_compiles(today, capsys):
+def test_todays_host_gets_only_patches_04_05_and_still_compiles(today, capsys):
     before = {name: (today / name).read_bytes() for name in (EXECUTOR, CLIENT)}
     out = patch(today, capsys)
     assert out == [
@@ -146,6 +146,7 @@ def test_todays_host_gets_only_patch_04_and_still_compiles(today, capsys):
         f"02_jr_queue_client_checkpoint_methods.patch block 1 ({CLIENT}): already present "
         "(JrQueueClient defines save_checkpoint, get_last_checkpoint, cleanup_checkpoints)",
         f"04_task_executor_task_id.patch block 1 ({EXECUTOR}): applied",
+        f"05_task_executor_logging_import.patch block 1 ({EXECUTOR}): applied",
         f"Patched 1 file(s) under {today.resolve()}",
     ]
     assert (today / CLIENT).read_bytes() == before[CLIENT]
@@ -157,11 +158,11 @@ def test_todays_host_gets_only_patch_04_and_still_compiles(today, capsys):
         assert (today / CLIENT).read_text().count(f"def {method}(") == 1
 
 
-def test_the_seed_era_host_gets_01_02_04_and_revert_restores_exact_bytes(seed_host, capsys):
+def test_the_seed_era_host_gets_01_02_04_05_and_revert_restores_exact_bytes(seed_host, capsys):
     before = {path: path.read_bytes() for path in seed_host.rglob("*") if path.is_file()}
     out = patch(seed_host, capsys)
-    assert [line.rsplit(": ", 1)[-1] for line in out[:3]] == ["applied"] * 3
-    assert out[3] == f"Patched 2 file(s) under {seed_host.resolve()}"
+    assert [line.rsplit(": ", 1)[-1] for line in out[:4]] == ["applied"] * 4
+    assert out[4] == f"Patched 2 file(s) under {seed_host.resolve()}"
     for method in CHECKPOINT_METHODS:
         assert (seed_host / CLIENT).read_text().count(f"def {method}(") == 1
     assert cli.main(["patch", "revert", "--root", str(seed_host)]) == 0

@@ -94,7 +94,7 @@ def test_a_failing_sitecustomize_on_the_path_is_one_line_and_the_command_runs(tm
                            "failed: RuntimeError: broken hook\n")
 
 
-def test_an_install_that_fails_is_one_line_and_the_command_runs(tmp_path):
+def test_an_install_that_fails_is_one_line_and_the_command_does_not_run(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     # The chained sitecustomize runs first: it breaks install() for this process only.
@@ -102,10 +102,19 @@ def test_an_install_that_fails_is_one_line_and_the_command_runs(tmp_path):
         "import os\nif os.environ.get('JR_CHECKPOINT_RUN'):\n    import jr_checkpoint\n"
         "    def install(*args, **kwargs):\n        raise RuntimeError('no hooks today')\n"
         "    jr_checkpoint.install = install\n")
-    done = jr_run("--", sys.executable, "-c", REPORT, env=clean_env(PYTHONPATH=str(other)))
+    env = clean_env(PYTHONPATH=str(other))
+    done = jr_run("--", sys.executable, "-c", REPORT, env=env)
+    assert (done.returncode, done.stdout) == (run.UNCHECKED_EXIT, "")
+    assert done.stderr == ("jr-checkpoint run: jr_checkpoint.install() failed in this Python "
+                           f"({sys.executable}): "
+                           "RuntimeError: no hooks today; not running it without checkpoints: install "
+                           "jr-checkpoint in that environment (pip install jr_checkpoint-*.whl), or pass "
+                           "--allow-unchecked\n")
+    done = jr_run("--allow-unchecked", "--", sys.executable, "-c", REPORT, env=env)
     assert done.returncode == 0 and json.loads(done.stdout)["installed"] is False
-    assert done.stderr == ("jr-checkpoint run: jr_checkpoint.install() failed, running without "
-                           "checkpoints: RuntimeError: no hooks today\n")
+    assert done.stderr == ("jr-checkpoint run: jr_checkpoint.install() failed in this Python "
+                           f"({sys.executable}): "
+                           "RuntimeError: no hooks today; running without checkpoints\n")
 
 
 def test_the_bootstrap_goes_first_on_pythonpath_once():
@@ -122,13 +131,44 @@ def bare_python(tmp_path_factory) -> Path:
     return venv / "bin" / "python"
 
 
-def test_a_python_without_jr_checkpoint_says_so_in_one_line_and_runs(bare_python):
-    done = jr_run("--", str(bare_python), "-c", "print('ran')")
-    assert (done.returncode, done.stdout) == (0, "ran\n")
+def test_a_python_without_jr_checkpoint_does_not_start_the_command(bare_python, tmp_path):
+    ran = tmp_path / "ran"
+    done = jr_run("--", str(bare_python), "-c", f"open({str(ran)!r}, 'w').close()")
+    assert (done.returncode, done.stdout, ran.exists()) == (run.UNCHECKED_EXIT, "", False)
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"jr-checkpoint run: this Python ({bare_python}) cannot import jr_checkpoint: "
                            "ModuleNotFoundError: ")
-    assert line.endswith("; install jr-checkpoint in that environment")
+    assert line.endswith("; not running it without checkpoints: install jr-checkpoint in that environment "
+                         "(pip install jr_checkpoint-*.whl), or pass --allow-unchecked")
+
+
+def test_with_allow_unchecked_a_python_without_jr_checkpoint_says_so_in_one_line_and_runs(bare_python):
+    done = jr_run("--allow-unchecked", "--", str(bare_python), "-c", "print('ran')")
+    assert (done.returncode, done.stdout) == (0, "ran\n")
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"jr-checkpoint run: this Python ({bare_python}) cannot import jr_checkpoint: ")
+    assert line.endswith("; running without checkpoints")
+
+
+def test_a_python_that_the_worker_starts_is_not_stopped_by_the_check(bare_python):
+    """The check is the worker's: a bash step's other interpreter gets the line and runs."""
+    code = (f"import subprocess; print(subprocess.run([{str(bare_python)!r}, '-c', 'print(1)'], "
+            "capture_output=True, text=True).returncode)")
+    done = jr_run("--", sys.executable, "-c", code)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "0\n", "")
+
+
+def test_a_flag_that_skips_the_bootstrap_is_refused_in_one_line():
+    for flag in ("-I", "-E", "-S", "-uE"):
+        done = jr_run("--", sys.executable, flag, "-c", "print('ran')")
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr.splitlines() == [
+            f"jr-checkpoint: error: run: {sys.executable} {'-E' if flag == '-uE' else flag} would skip "
+            "jr-checkpoint's start-up hook and run without checkpoints: drop that flag, or pass "
+            "--allow-unchecked"]
+    done = jr_run("--allow-unchecked", "--", sys.executable, "-S", "-c", "print('ran')")
+    assert (done.returncode, done.stdout) == (0, "ran\n")
+    assert run.skipped_bootstrap([sys.executable, "-u", "worker.py", "-E"]) is None  # the worker's own
 
 
 def test_no_command_is_one_line_and_exit_2():
@@ -136,7 +176,8 @@ def test_no_command_is_one_line_and_exit_2():
         done = jr_run(*argv)
         assert (done.returncode, done.stdout) == (2, "")
         assert done.stderr == ("jr-checkpoint: error: run: no COMMAND given: "
-                               "jr-checkpoint run [--dsn DSN] [--wait SECONDS] -- COMMAND [ARGS...]\n")
+                               "jr-checkpoint run [--dsn DSN] [--wait SECONDS] [--allow-unchecked] "
+                               "-- COMMAND [ARGS...]\n")
 
 
 def test_a_command_not_found_is_one_line_and_exit_127(tmp_path):

@@ -26,6 +26,7 @@ P01 = "01_task_executor_step_checkpoints.patch"
 P02 = "02_jr_queue_client_checkpoint_methods.patch"
 P03 = "03_task_executor_decorator.patch"
 P04 = "04_task_executor_task_id.patch"
+P05 = "05_task_executor_logging_import.patch"
 SIGNATURE = "    def execute_steps(self, steps: List[Dict]) -> List[Dict[str, Any]]:\n"
 
 
@@ -80,7 +81,7 @@ def test_the_seed_has_exactly_two_edits_with_the_paths_the_issue_names():
 
 def test_bundled_patches_are_found_through_importlib_resources():
     folder = resources.files("jr_checkpoint") / "patches"
-    assert [entry.name for entry in patching.bundled()] == [P01, P02, P03, P04]
+    assert [entry.name for entry in patching.bundled()] == [P01, P02, P03, P04, P05]
     assert (folder / "README.md").is_file()
 
 
@@ -90,7 +91,7 @@ def test_top_level_patches_is_the_package_directory_not_a_second_copy():
 
 
 def test_default_set_is_every_bundled_patch_not_marked_optional():
-    assert [patch.name for patch in patching.load_patches()] == [P01, P02, P04]
+    assert [patch.name for patch in patching.load_patches()] == [P01, P02, P04, P05]
     decorator = patching.load_patches(["03"])[0]
     assert decorator.name == P03 and decorator.optional
     assert [patch.name for patch in patching.load_patches([P03[:-6], P01])] == [P03, P01]
@@ -121,7 +122,7 @@ def count(path: Path, text: str) -> int:
     return path.read_text().count(text)
 
 
-def test_on_todays_host_check_says_01_applied_02_present_04_applies(capsys, today):
+def test_on_todays_host_check_says_01_applied_02_present_04_05_apply(capsys, today):
     before = snapshot(today)
     code, out, err = run(capsys, "check", "--root", str(today))
     assert (code, err) == (0, "")
@@ -130,19 +131,22 @@ def test_on_todays_host_check_says_01_applied_02_present_04_applies(capsys, toda
         f"{P02} block 1 ({CLIENT}): already present (JrQueueClient defines save_checkpoint, "
         "get_last_checkpoint, cleanup_checkpoints)",
         f"{P04} block 1 ({EXECUTOR}): applies cleanly",
+        f"{P05} block 1 ({EXECUTOR}): applies cleanly",
     ]
     assert snapshot(today) == before
 
 
-def test_on_todays_host_apply_writes_only_04_and_never_a_method_twice(capsys, today):
+def test_on_todays_host_apply_writes_only_04_05_and_never_a_method_twice(capsys, today):
     before = snapshot(today)
     code, out, _ = run(capsys, "apply", "--root", str(today))
     assert code == 0 and out.splitlines()[-1] == f"Patched 1 file(s) under {today.resolve()}"
     after = snapshot(today)
     assert {name for name in after if after[name] != before.get(name)} == {EXECUTOR}
-    assert after[EXECUTOR] == before[EXECUTOR].replace(
-        patching.load_patches(["04"])[0].blocks[0].search_text.encode(),
-        patching.load_patches(["04"])[0].blocks[0].replace_text.encode(), 1)
+    expected = before[EXECUTOR]
+    for name in ("04", "05"):
+        (block,) = patching.load_patches([name])[0].blocks
+        expected = expected.replace(block.search_text.encode(), block.replace_text.encode(), 1)
+    assert after[EXECUTOR] == expected
     compile(after[EXECUTOR], EXECUTOR, "exec")
     for method in CHECKPOINT_METHODS:
         assert count(today / CLIENT, f"    def {method}(") == 1
@@ -150,7 +154,7 @@ def test_on_todays_host_apply_writes_only_04_and_never_a_method_twice(capsys, to
     assert count(today / EXECUTOR, "    def _process_queue_task(") == 1
     code, out, _ = run(capsys, "apply", "--root", str(today))
     assert code == 0 and out.splitlines()[-1] == f"Nothing to change under {today.resolve()}"
-    assert run(capsys, "revert", "--root", str(today), "04")[0] == 0
+    assert run(capsys, "revert", "--root", str(today), "04", "05")[0] == 0
     assert snapshot(today) == before
 
 
@@ -555,18 +559,19 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_cli_check_apply_again_and_revert(capsys, root):
     original = snapshot(root)
-    line1, line2, line4 = (f"{P01} block 1 ({EXECUTOR})", f"{P02} block 1 ({CLIENT})",
-                           f"{P04} block 1 ({EXECUTOR})")
+    line1, line2, line4, line5 = (f"{P01} block 1 ({EXECUTOR})", f"{P02} block 1 ({CLIENT})",
+                                  f"{P04} block 1 ({EXECUTOR})", f"{P05} block 1 ({EXECUTOR})")
     assert run(capsys, "check", "--root", str(root)) == (
-        0, f"{line1}: applies cleanly\n{line2}: applies cleanly\n{line4}: applies cleanly\n", "")
+        0, f"{line1}: applies cleanly\n{line2}: applies cleanly\n{line4}: applies cleanly\n"
+        f"{line5}: applies cleanly\n", "")
     assert snapshot(root) == original
     code, out, _ = run(capsys, "apply", "--root", str(root))
-    assert code == 0 and out.splitlines()[:3] == [f"{line1}: applied", f"{line2}: applied",
-                                                  f"{line4}: applied"]
-    assert out.splitlines()[3] == f"Patched 2 file(s) under {root.resolve()}"
+    assert code == 0 and out.splitlines()[:4] == [f"{line1}: applied", f"{line2}: applied",
+                                                  f"{line4}: applied", f"{line5}: applied"]
+    assert out.splitlines()[4] == f"Patched 2 file(s) under {root.resolve()}"
     code, out, _ = run(capsys, "apply", "--root", str(root))
     assert code == 0 and (f"{line1}: already applied\n{line2}: already applied\n"
-                          f"{line4}: already applied\nNothing to change") in out
+                          f"{line4}: already applied\n{line5}: already applied\nNothing to change") in out
     assert run(capsys, "check", "--root", str(root))[0] == 0
     code, out, _ = run(capsys, "revert", "--root", str(root))
     assert code == 0 and f"{line2}: reverted" in out
@@ -588,7 +593,7 @@ def test_cli_conflict_check_exits_1_and_apply_refuses_with_1(capsys, root):
     assert f"{P02} block 1 ({CLIENT}): applies cleanly\n" in out
     code, out, err = run(capsys, "apply", "--root", str(root))
     assert code == 1 and "conflict: SEARCH text not found" in out
-    assert err == (f"jr-checkpoint: error: refused: 1 of 3 blocks conflict; "
+    assert err == (f"jr-checkpoint: error: refused: 1 of 4 blocks conflict; "
                    f"no file under {root.resolve()} was changed\n")
     assert snapshot(root) == before
 

@@ -17,6 +17,7 @@ from jr_checkpoint.steps import (
     identity,
     is_task_id,
     legacy_hash,
+    skipped_result,
     target_file,
 )
 
@@ -217,3 +218,15 @@ def test_parts_cannot_run_into_each_other():
         return {"type": "search_replace", "args": {"path": "p", "search": search, "replace": replace}}
 
     assert digest(sr("ab", "c")) != digest(sr("a", "bc"))
+
+
+def test_a_skipped_result_carries_what_the_hosts_gates_read():
+    """type and path, as the host's own results have them; no error text; never a failure."""
+    write = {"type": "file", "args": {"operation": "write", "path": "/ganuda/app/a.py", "content": "x"}}
+    assert skipped_result(write, 3) == {"success": True, "skipped": True, "checkpoint_hit": True,
+                                              "step_number": 3, "type": "file", "path": "/ganuda/app/a.py"}
+    assert skipped_result({"type": "bash", "command": "true"}, 0) == {
+        "success": True, "skipped": True, "checkpoint_hit": True, "step_number": 0, "type": "bash"}
+    assert skipped_result({"command": "true"}, 1) == {
+        "success": True, "skipped": True, "checkpoint_hit": True, "step_number": 1}
+    assert skipped_result("not a step", 2)["success"] is True
