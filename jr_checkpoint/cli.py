@@ -70,7 +70,12 @@ def _migrate(args: argparse.Namespace, target: dsn_module.Target) -> int:
         schema.drop_tables(target, args.connect_timeout)
         print(f"{PREFIX} Tables dropped: {', '.join(schema.TABLE_NAMES)}")
         return 0
-    counts, created, notes, problems = schema.migrate(target, args.connect_timeout)
+    if args.drop_old:
+        dropped = schema.drop_old_functions(target, args.connect_timeout)
+        print(f"{PREFIX} The previous release's functions: "
+              + (f"{dropped} dropped" if dropped else "none left"))
+        return 0
+    counts, created, notes, problems, old = schema.migrate(target, args.connect_timeout)
     if created:
         print(f"{PREFIX} Tables created: {', '.join(created)}")
     if len(created) < len(counts):
@@ -83,6 +88,9 @@ def _migrate(args: argparse.Namespace, target: dsn_module.Target) -> int:
         print(f"{PREFIX} {line} (left as it is)", file=sys.stderr)
     if problems:
         return 1
+    if old:
+        print(f"{PREFIX} The previous release's functions are kept for its workers: run "
+              f"`jr-checkpoint migrate --drop-old` once none of them is left")
     print(f"{PREFIX} Done — For Seven Generations")
     return 0
 
@@ -476,7 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true",
                       help="exit 0 if both tables exist with the seed's columns and the connecting "
                       "role may do what a worker does (read, write, use their sequences), else 1")
-    mode.add_argument("--drop", action="store_true", help="drop both tables (asks unless --yes)")
+    mode.add_argument("--drop", action="store_true", help="drop the tables (asks unless --yes)")
+    mode.add_argument("--drop-old", action="store_true",
+                      help="drop the previous release's functions, kept by migrate for its workers "
+                      "during a rolling upgrade: run it once none of them is left")
     migrate_parser.add_argument("--yes", action="store_true", help="do not ask before --drop")
     migrate_parser.set_defaults(func=cmd_migrate)
     _add_patch_command(commands)

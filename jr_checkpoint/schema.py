@@ -37,6 +37,7 @@ class Migration(NamedTuple):
     created: list[str]
     notes: list[str]
     problems: list[str]
+    old_functions: int = 0  # the previous release's, kept for its workers (``drop_old``)
 
 
 class Check(NamedTuple):
@@ -72,12 +73,31 @@ def migrate(target: Target, connect_timeout: float | None = 5) -> Migration:
             cur.execute(SCHEMA)
             cur.execute(FUNCTIONS)
             shape = read_shape(cur)
+            cur.execute(QUERIES["old_functions"])
+            (old,) = cur.fetchone()
+        # Counted after the commit: the migration's locks (a new table, the functions) are
+        # gone by then, so a big table's count never holds up the workers that write it.
+        conn.autocommit = True
+        with conn.cursor() as cur:
             counts = {}
             for table in TABLE_NAMES:
                 cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
                 counts[table] = cur.fetchone()[0]
     return Migration(counts, [table for table in TABLE_NAMES if table not in before],
-                     list(shape.notes), list(shape.problems))
+                     list(shape.notes), list(shape.problems), old)
+
+
+def drop_old_functions(target: Target, connect_timeout: float | None = 5) -> int:
+    """Drop the previous release's functions (``migrate --drop-old``); how many there were.
+
+    Its workers then fail to record (and run unchecked): run it once none is left."""
+    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "drop"):
+        with conn, conn.cursor() as cur:
+            cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
+            cur.execute(QUERIES["old_functions"])
+            (old,) = cur.fetchone()
+            cur.execute(QUERIES["drop_old_functions"])
+    return old
 
 
 def check(target: Target, connect_timeout: float | None = 5) -> Check:

@@ -10,6 +10,7 @@ import pytest
 
 from jr_checkpoint import cli
 from tests.conftest import query
+from tests.integration.test_migration import run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 JAN31 = (DATA / "jan31_jr_step_rewards.sql").read_text(encoding="utf-8")
@@ -32,11 +33,6 @@ PER_STEP = ("table jr_task_checkpoints is per step (UNIQUE (task_id, step_number
             " seed's one row per task: incompatible, nothing is written into it and workers run"
             " unchecked")
 
-
-def run_cli(capsys, *args: str) -> tuple[int, list[str], list[str]]:
-    code = cli.main(["migrate", *args])
-    out, err = capsys.readouterr()
-    return code, out.splitlines(), err.splitlines()
 
 
 def columns(dsn: str, table: str) -> list[tuple]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from datetime import datetime
+from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
@@ -624,6 +625,7 @@ def test_before_migrate_a_worker_keeps_working_with_the_previous_releases_functi
     # A rolling upgrade where the workers restart before `migrate` runs: the database has only
     # the previous release's functions (and no attempt ledger).
     query(dsn, DROP_V2)
+    query(dsn, (Path(__file__).parents[1] / "data" / "functions_v1.sql").read_text())
     with stores(dsn, {}, {}) as (a, b):
         a.RECHECK_SCHEMA = 0.0  # look for this release's functions at every task
         first = a.begin_task(7, 2)
@@ -644,7 +646,7 @@ def test_before_migrate_a_worker_keeps_working_with_the_previous_releases_functi
 
 
 def test_tables_without_the_functions_say_run_migrate(store, dsn):
-    query(dsn, DROP_V2 + "; DROP FUNCTION jr_checkpoint_begin; DROP FUNCTION jr_checkpoint_record_step")
+    query(dsn, DROP_V2)
     where = resolve(dsn).describe()
     message = f"the checkpoint functions do not exist at {where}: run `jr-checkpoint migrate`"
     with pytest.raises(SchemaMissing) as info:
