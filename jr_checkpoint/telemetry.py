@@ -160,6 +160,9 @@ class Span:
             instruments = self._instruments = _instruments()
             if instruments is None:
                 return self
+            kind = self._attributes.get(STEP_TYPE)
+            if kind is not None and not isinstance(kind, str):  # the host's: anything at all
+                self._attributes[STEP_TYPE] = str(kind)
             span = instruments.tracer.start_span(self._name, attributes=self._attributes)
             if span.get_span_context().is_valid:  # the API's no-op tracer gives an invalid one
                 self._span = span
@@ -241,7 +244,7 @@ def step_span(task_id: int, step_number: int, step_type: str | None) -> Span | _
         return _NO_SPAN
     attributes: dict[str, Any] = {TASK_ID: task_id, STEP_NUMBER: step_number}
     if step_type is not None:
-        attributes[STEP_TYPE] = str(step_type)
+        attributes[STEP_TYPE] = step_type
     return Span(STEP_SPAN, attributes, step=True)
 
 
