@@ -152,7 +152,7 @@ class Span:
         self._token: Any = None
         self._instruments: _Instruments | None = None
 
-    def set_outcome(self, outcome: str) -> None:
+    def set_outcome(self, outcome: str | None) -> None:
         self._outcome = outcome
 
     def __enter__(self) -> Span:
@@ -208,7 +208,7 @@ class _NoSpan:
 
     __slots__ = ()
 
-    def set_outcome(self, outcome: str) -> None:
+    def set_outcome(self, outcome: str | None) -> None:
         pass
 
     def __enter__(self) -> _NoSpan:
