@@ -3,13 +3,13 @@
 
     python benchmarks/table_growth.py [--tasks 1000] [--steps 6] [--unfinished 0.1] [--dsn DSN]
 
-Each task is taken, its steps recorded one by one (a path of ~40 characters, a 64-character
-hash, no error), and given back: finished, or, for the --unfinished fraction, left with its
-checkpoint row as a task that failed is. Sizes are pg_total_relation_size (table, indexes,
-TOAST) read right after the run, and again after VACUUM (what autovacuum gets back from the
-per-step updates of the checkpoint row). jr_task_attempts gets one row per task inserted
-directly, with the columns an attempt's row has when it ends (the library writing them may
-be newer than this script); its size is therefore an estimate of the real table's.
+Each task runs through @checkpointed_steps as on a worker: S file steps (a path of ~45
+characters), each recorded as it succeeds; for the --unfinished fraction the last step fails,
+which leaves the task's checkpoint row, as a failed task does. Sizes are
+pg_total_relation_size (table, indexes, TOAST) read right after the run, and again after
+VACUUM. The library writes jr_task_attempts itself (one row per attempt); with a library
+that does not yet, one ended attempt per task is inserted directly and its size is marked
+as an estimate.
 
 A throwaway embedded server unless --dsn is given (its database must be empty: the script
 creates the tables and drops them afterwards unless --keep).
@@ -18,11 +18,12 @@ creates the tables and drops them afterwards unless --keep).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
 
-from jr_checkpoint import CheckpointStore, embedded, schema
+from jr_checkpoint import CheckpointStore, checkpointed_steps, embedded, schema
 from jr_checkpoint.db import connect
 from jr_checkpoint.dsn import resolve
 
@@ -51,22 +52,50 @@ def vacuum(target) -> None:
         conn.close()
 
 
+class Executor:
+    """The host's shape, minimal: execute() runs a step, execute_steps() runs them in order."""
+
+    _current_task_id: int | None = None
+
+    def execute(self, step):
+        return {"success": not step.get("fail"), "path": step["args"]["path"]}
+
+    def execute_steps(self, steps):
+        results = []
+        for step in steps:
+            results.append(self.execute(step))
+            if not results[-1]["success"]:
+                break
+        return results
+
+
 def record_tasks(target, tasks: int, steps: int, unfinished: float) -> None:
     store = CheckpointStore(target)
+    checked = type("Checked", (Executor,), {"execute_steps": checkpointed_steps(store=store)(
+        Executor.execute_steps)})
     try:
         every = round(1 / unfinished) if unfinished > 0 else 0
         for n in range(tasks):
-            task_id = FIRST_TASK + n
-            state = store.begin_task(task_id, steps)
-            for step in range(steps):
-                store.record_step(task_id, step, owner=state.owner, execution_result="success",
-                                  step_type="file" if step % 2 == 0 else "bash",
-                                  target_file=f"/ganuda/jr_executor/lib/module_{step:02d}_{n:06d}.py",
-                                  content_hash=f"{task_id:016x}{step:048x}", execution_time_ms=120 + step,
-                                  last_completed_step=step, total_steps=steps)
-            store.release_task(task_id, state.owner, completed=not (every and n % every == 0))
+            executor = checked()
+            executor._current_task_id = FIRST_TASK + n
+            fail_last = bool(every and n % every == 0)
+            executor.execute_steps([
+                {"type": "file", "fail": fail_last and step == steps - 1,
+                 "args": {"operation": "write", "content": f"# step {step} of task {n}\n",
+                          "path": f"/ganuda/jr_executor/lib/module_{step:02d}_{n:06d}.py"}}
+                for step in range(steps)])
     finally:
         store.close()
+
+
+def attempt_rows(target) -> int:
+    conn = connect(target)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM jr_task_attempts")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
 
 
 def insert_attempts(target, tasks: int, steps: int) -> None:
@@ -99,10 +128,14 @@ def run(target, args) -> None:
     schema.create_tables(target)
     before = sizes(target)
     record_tasks(target, args.tasks, args.steps, args.unfinished)
-    insert_attempts(target, args.tasks, args.steps)
+    written = attempt_rows(target)
+    if not written:
+        insert_attempts(target, args.tasks, args.steps)
     after = sizes(target)
     growth = {t: after[t] - before[t] for t in TABLES}
-    print(f"{args.tasks} tasks x {args.steps} steps, {args.unfinished:.0%} left unfinished")
+    print(f"{args.tasks} tasks x {args.steps} steps, {args.unfinished:.0%} left unfinished; "
+          + (f"{written} attempt rows written by the library" if written
+             else "jr_task_attempts ESTIMATED (rows inserted directly)"))
     report("right after the run (less the empty tables' size):", growth, args.tasks)
     vacuum(target)
     vacuumed = sizes(target)
@@ -120,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
+    logging.getLogger("jr_checkpoint").addHandler(logging.NullHandler())  # not a line per task
     if args.dsn:
         run(resolve(args.dsn), args)
         return 0

@@ -41,3 +41,13 @@ def test_the_alert_queries_find_exhausted_and_abandoned_tasks(store, dsn):
         query(dsn, OLD, (task_id,))
     assert [row[:2] for row in query(dsn, documented_alert("exhausted"))] == [(1, "1")]
     assert [row[:3] for row in query(dsn, documented_alert("stuck"))] == [(2, 0, 2)]
+
+
+def test_the_attempts_alert_counts_died_and_lost_attempts_per_host(dsn):
+    """Rows as the lease protocol leaves them (inserted directly: the query is under test)."""
+    query(dsn, "INSERT INTO jr_task_attempts (task_id, attempt, host, outcome, ended_at) VALUES "
+               "(1, 1, 'redfin', 'died', now()), (1, 2, 'redfin', 'finished', now()), "
+               "(2, 1, 'redfin', 'died', now()), (3, 1, 'bluefin', 'lost', now()), "
+               "(4, 1, 'bluefin', 'died', now() - interval '3 days'), (5, 1, 'bluefin', 'running', NULL)")
+    assert [row[:3] for row in query(dsn, documented_alert("attempts"))] == [
+        ("redfin", "died", 2), ("bluefin", "lost", 1)]
