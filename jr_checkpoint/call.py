@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import steps as step_rules
+from . import telemetry
 from .errors import (
     DatabaseUnavailable,
     IncompatibleSchema,
@@ -121,6 +122,10 @@ class TaskRun:
         """A ledger call failed: an outage keeps the records, anything else stops recording."""
         outage = isinstance(exc, DatabaseUnavailable)
         said = isinstance(exc, IncompatibleSchema)  # said once per store, by the store
+        if self.recording in (Recording.LIVE, Recording.NONE):
+            telemetry.count_unchecked(self.task_id, "incompatible_schema" if said else "ledger_failed")
+            if outage:
+                telemetry.count_outage(self.task_id)
         if self.recording in (Recording.LIVE, Recording.NONE) and not said:
             self._log(logging.WARNING, "[CHECKPOINT] task %s: %s failed, running the rest unchecked: %s",
                       self.task_id, doing, safe_text(exc), action="checkpoint_unavailable")
@@ -144,6 +149,7 @@ class TaskRun:
         where = f" before step {position}" if position is not None else ""
         self._log(logging.WARNING, "[CHECKPOINT] task %s: %s; stopping%s", self.task_id, reason, where,
                   action="lease_lost")
+        telemetry.count_lease_loss(self.task_id)
         return TaskOwnershipLost(f"task {self.task_id}: {reason}; stopping{where}")
 
     # -- start and end of the call ----------------------------------------------------------
@@ -285,6 +291,7 @@ class TaskRun:
         if position in self.succeeded:  # known from the ledger, even if it is unreachable now
             self._log(logging.INFO, "[CHECKPOINT] Step %s already succeeded, skipping", position,
                       action="step_skipped", step_number=position)
+            telemetry.skipped_step(self.task_id, position, step_rules.step_type(step))
             slot = self.plan.slot_of.get(position)
             if slot is not None:
                 self.skipped[slot] = None
@@ -295,27 +302,37 @@ class TaskRun:
             raise TaskOwnershipLost(f"task {self.task_id}: the task is no longer ours; "
                                     f"not running step {position}")
         clock = self.options.clock
-        started = clock()
-        self.in_step = True
-        try:
-            result = execute(*args, **kwargs)
-        except BaseException as exc:
-            elapsed = int((clock() - started) * 1000)
+        with telemetry.step_span(self.task_id, position, step_rules.step_type(step)) as span:
+            started = clock()
+            self.in_step = True
             try:
-                self._record(position, step, ERROR, elapsed, describe_error(exc))
-            except TaskOwnershipLost:
-                pass  # the host's own exception goes on; the next step is not ours to run
-            raise
-        finally:
-            self.in_step = False
-        elapsed = int((clock() - started) * 1000)
-        if step_rules.is_mapping(result):
-            outcome = SUCCESS if result.get("success") else FAILED
-            error = None if outcome == SUCCESS else result.get("error")
-        else:
-            outcome, error = FAILED, f"step returned {type(result).__name__}, not a dict"
-        self._record(position, step, outcome, elapsed, error)
+                result = execute(*args, **kwargs)
+            except BaseException as exc:
+                elapsed = int((clock() - started) * 1000)
+                try:
+                    self._record(position, step, ERROR, elapsed, describe_error(exc))
+                except TaskOwnershipLost:
+                    pass  # the host's own exception goes on; the next step is not ours to run
+                span.set_outcome(ERROR if self._checked(position) else "unchecked")
+                raise
+            finally:
+                self.in_step = False
+            elapsed = int((clock() - started) * 1000)
+            if step_rules.is_mapping(result):
+                outcome = SUCCESS if result.get("success") else FAILED
+                error = None if outcome == SUCCESS else result.get("error")
+            else:
+                outcome, error = FAILED, f"step returned {type(result).__name__}, not a dict"
+            self._record(position, step, outcome, elapsed, error)
+            span.set_outcome(outcome if self._checked(position) else "unchecked")
         return result
+
+    def _checked(self, position: int) -> bool:
+        """Whether the step at ``position`` is in the ledger now (telemetry's "unchecked" if not):
+        recorded live, or by the statement that ended the attempt."""
+        return self.digests.get(position) is not None and (
+            self.recording is Recording.LIVE
+            or (self.recording is Recording.ENDED and self.outcome is not None and not self.pending))
 
     def _check_lease(self, position: int) -> None:
         """Before a step runs: is the task still surely ours?"""
@@ -376,7 +393,9 @@ class TaskRun:
         try:
             while self.pending:
                 record = self.pending[0]
+                started = time.perf_counter()
                 self.store.record_step(self.task_id, owner=owner, patient=patient, **record)
+                telemetry.record_latency(time.perf_counter() - started)
                 self.pending.pop(0)
                 if record.get("end") is not None:
                     self.outcome = record["end"].outcome

@@ -26,6 +26,7 @@ from typing import Any
 
 import wrapt
 
+from . import telemetry
 from .call import TaskRun, describe_error, safe_text
 from .log import emit
 from .steps import StepSequence, is_task_id
@@ -253,6 +254,7 @@ class StepSequenceWrapper:
         except Exception as exc:
             emit(logger, logging.WARNING, "[CHECKPOINT] finding the task id failed (%s); running unchecked",
                  describe_error(exc), action="bad_task_id")
+            telemetry.count_unchecked(None, reason="bad_task_id")
             return wrapped(*args, **kwargs)
         if task_id is None:
             return wrapped(*args, **kwargs)
@@ -260,6 +262,7 @@ class StepSequenceWrapper:
             emit(logger, logging.WARNING,
                  "[CHECKPOINT] task id %s is not an integer; running the task unchecked",
                  safe_text(repr(task_id)), action="bad_task_id")
+            telemetry.count_unchecked(None, reason="bad_task_id")
             return wrapped(*args, **kwargs)
         steps, replace = _bind_steps(args, kwargs)
         numbered = StepSequence(steps if steps is not None else ())
@@ -268,18 +271,21 @@ class StepSequenceWrapper:
         frames = _frames.get()
         nested = any(run.instance is instance and run.task_id == task_id for run in frames)
         run = TaskRun(instance, task_id, numbered, self.store(), self.options, passthrough=nested)
-        if not nested:
-            run.begin()
-            _hook_class(type(instance))
-        token = _frames.set((*frames, run))
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException:
-            run.finish(completed=False)
-            raise
-        finally:
-            _frames.reset(token)
-        run.finish(completed=run.all_succeeded())
+        with telemetry.call_span(task_id) as span:
+            if not nested:
+                run.begin()
+                _hook_class(type(instance))
+            token = _frames.set((*frames, run))
+            try:
+                result = wrapped(*args, **kwargs)
+            except BaseException:
+                run.finish(completed=False)
+                span.set_outcome("nested" if nested else run.outcome)  # None: from the exception
+                raise
+            finally:
+                _frames.reset(token)
+            run.finish(completed=run.all_succeeded())
+            span.set_outcome("nested" if nested else run.outcome)
         return result
 
 
