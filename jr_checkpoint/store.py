@@ -383,8 +383,9 @@ class CheckpointStore:
 
     def note_unchecked(self, task_id: int, ran: tuple[int, ...], failed: tuple[int, ...]) -> None:
         """Note a call that ran without the lease (the server was down when it began)."""
-        if self._v2_missing_since is not None:
-            return  # no attempt ledger before `jr-checkpoint migrate`
+        shape = self._shape
+        if self._v2_missing_since is not None or (shape is not None and not shape.writable):
+            return  # no attempt ledger before `jr-checkpoint migrate`, or tables not to write into
         self._run("note_unchecked", {"task_id": task_id, "holder": json.dumps(holder_identity()),
                                      "ran": list(ran), "failed": list(failed)})
 

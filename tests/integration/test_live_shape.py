@@ -116,14 +116,14 @@ def call(dsn: str, sql: str, params=()):
         return f"{type(exc).__name__}: {exc.pgerror.splitlines()[0]}"
 
 
-RECORD = "SELECT jr_checkpoint_record_step(7, %s, 0, %s, %s, 'h', 'success', 1, NULL, %s, 9, 30)"
+RECORD = "SELECT jr_checkpoint_record_step_v2(7, %s, 0, %s, %s, 'h', 'success', 1, NULL, %s, 9, 30)"
 
 
 def test_the_functions_on_the_jan31_table_refuse_what_does_not_fit(empty_dsn, capsys):
     """What the store's fit() and placeholder avoid: the server refuses the whole record."""
     query(empty_dsn, JAN31)
     assert run_cli(capsys, "--dsn", empty_dsn)[0] == 0
-    (answer,), = query(empty_dsn, "SELECT jr_checkpoint_begin(7, 1, 'me', 30, '{}', 'me')")
+    (answer,), = query(empty_dsn, "SELECT jr_checkpoint_begin_v2(7, 1, 'me', 30, '{}', 'me')")
     assert answer["taken"] is True
     assert call(empty_dsn, RECORD, ("me", "t" * 30, "p" * 500, 0)) == [(True,)]
     assert call(empty_dsn, RECORD, ("me", "t" * 31, "p", 1)) == (
@@ -141,9 +141,8 @@ def test_the_functions_on_the_jan31_table_refuse_what_does_not_fit(empty_dsn, ca
 def test_the_functions_on_a_per_step_checkpoints_table_fail_and_write_nothing(empty_dsn, capsys):
     query(empty_dsn, FEB03)
     assert run_cli(capsys, "--dsn", empty_dsn)[0] == 1  # the functions are created all the same
-    assert call(empty_dsn, "SELECT jr_checkpoint_begin(7, 1, 'me', 30, '{}', 'me')") == (
-        'UndefinedColumn: ERROR:  column "last_completed_step" of relation "jr_task_checkpoints"'
-        " does not exist")
+    assert call(empty_dsn, "SELECT jr_checkpoint_begin_v2(7, 1, 'me', 30, '{}', 'me')") == (
+        'UndefinedColumn: ERROR:  column "checkpoint_data" does not exist')
     assert call(empty_dsn, RECORD, ("me", "t", "p", 0)) == (
         'UndefinedColumn: ERROR:  column "checkpoint_data" does not exist')
     assert query(empty_dsn, "SELECT count(*) FROM jr_task_checkpoints") == [(0,)]
@@ -222,7 +221,7 @@ def test_the_shape_is_read_once_per_store_not_per_task_or_step(decorated):
     executor_class(401).execute_steps([{"type": "bash"}])
     before = store.round_trips
     executor_class(402).execute_steps([{"type": "bash"}, {"type": "bash", "n": 2}])
-    assert store.round_trips - before == 4  # begin, two records, release: no shape query
+    assert store.round_trips - before == 3  # begin, two records (the last one releases): no shape query
 
 
 def test_nothing_is_written_into_a_per_step_checkpoints_table(decorated, empty_dsn, caplog):

@@ -81,7 +81,9 @@ def test_migrate_twice_prints_the_seeds_lines_and_keeps_the_data(empty_dsn, caps
 
 def test_migrate_names_the_one_table_it_created(empty_dsn, capsys):
     query(empty_dsn, "CREATE TABLE jr_task_checkpoints (id SERIAL PRIMARY KEY, task_id INTEGER NOT NULL "
-                     "UNIQUE)")
+                     "UNIQUE, last_completed_step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, "
+                     "checkpoint_data JSONB, created_at TIMESTAMP DEFAULT NOW(), "
+                     "updated_at TIMESTAMP DEFAULT NOW())")
     code, out, _ = run_cli(capsys, "--dsn", empty_dsn)
     assert code == 0
     assert out[:2] == ["[Checkpoint Migration] Tables created: jr_step_rewards, jr_task_attempts",
@@ -131,7 +133,7 @@ def test_four_migrations_at_once_all_succeed_and_one_says_it_created_the_tables(
     results = [(child.wait(timeout=60), *child.communicate()) for child in children]
     assert [(code, err) for code, _, err in results] == [(0, "")] * 4
     # Serialized by the migration lock: exactly one created the tables, the others found them.
-    outputs = sorted(out.splitlines()[0] for _, out, _ in results)
+    outputs = sorted(after_target(out.splitlines())[0] for _, out, _ in results)
     assert outputs == [
         f"[Checkpoint Migration] Tables already present: {ALL}"] * 3 + [
         CREATED[0]]

@@ -35,8 +35,12 @@ def record(store, task_id, number, result="success", step_type="write", ms=1, ta
 
 
 def age(dsn, task_id, days, column="updated_at"):
+    """The task's step rows, and its attempts, as if written ``days`` ago."""
     query(dsn, f"UPDATE jr_step_rewards SET created_at = created_at - make_interval(days => %s), "
                f"{column} = {column} - make_interval(days => %s) WHERE task_id = %s",
+          (days, days, task_id))
+    query(dsn, "UPDATE jr_task_attempts SET started_at = started_at - make_interval(days => %s), "
+               "ended_at = ended_at - make_interval(days => %s) WHERE task_id = %s",
           (days, days, task_id))
 
 
