@@ -71,6 +71,9 @@ class Recording(enum.Enum):
     ENDED = "ended"
 
 
+#: on_task_finished callbacks (by id) that raised once already: logged once each, then contained.
+_hook_failures: set[int] = set()
+
 #: States in which the call holds the task's lease.
 _HOLDING = (Recording.LIVE, Recording.OUTAGE, Recording.OFF)
 
@@ -278,6 +281,32 @@ class TaskRun:
                       self.task_id, action="task_completed")
         elif answer == "lost":
             self.outcome = "lost"
+
+    #: The outcomes the ``on_task_finished`` hook hears of: a call that lost the task leaves it
+    #: to the worker that took it over, and one that ran unchecked has no reliable history.
+    REPORTED = ("finished", "failed", "exhausted")
+
+    def report(self, callback: Callable[[dict, str], Any] | None) -> None:
+        """Hand the task's trajectory to ``callback(trajectory, outcome)``, once, after the
+        attempt is written; never raises (the host's learning side must not break its run)."""
+        if callback is None or self.outcome not in self.REPORTED:
+            return
+        from .history import load_trajectory  # the read side: only when a hook wants it
+
+        try:
+            trajectory = load_trajectory(self.store.target, self.task_id,
+                                         connect_timeout=self.store.connect_timeout)
+        except Exception as exc:
+            self._log(logging.WARNING, "[CHECKPOINT] task %s: its trajectory could not be read for "
+                      "on_task_finished: %s", self.task_id, safe_text(exc), action="trajectory_failed")
+            return
+        try:
+            callback(trajectory, self.outcome)
+        except Exception as exc:
+            if id(callback) not in _hook_failures:
+                _hook_failures.add(id(callback))
+                self._log(logging.WARNING, "[CHECKPOINT] on_task_finished failed (%s); later failures "
+                          "of it are not logged", describe_error(exc), action="hook_failed")
 
     # -- one step ---------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import wrapt
 
 from . import telemetry
 from .call import TaskRun, describe_error, safe_text
+from .errors import TaskExhaustedError
 from .log import emit
 from .steps import StepSequence, is_task_id
 from .store import CheckpointStore
@@ -53,6 +54,7 @@ class Options:
     wait: float | None = 0.0
     max_attempts: int | None = None
     on_exhausted: Callable[[int, dict | None], Any] | None = None
+    on_task_finished: Callable[[dict, str], Any] | None = None
     clock: Callable[[], float] = time.perf_counter
 
     def __post_init__(self) -> None:
@@ -62,7 +64,7 @@ class Options:
             isinstance(self.max_attempts, int) and self.max_attempts >= 1
         ):
             raise ValueError(f"max_attempts must be an integer >= 1 or None, not {self.max_attempts!r}")
-        for name in ("task_id", "on_exhausted", "clock"):
+        for name in ("task_id", "on_exhausted", "on_task_finished", "clock"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise TypeError(f"{name} must be callable, not {type(value).__name__}")
@@ -273,7 +275,11 @@ class StepSequenceWrapper:
         run = TaskRun(instance, task_id, numbered, self.store(), self.options, passthrough=nested)
         with telemetry.call_span(task_id) as span:
             if not nested:
-                run.begin()
+                try:
+                    run.begin()
+                except TaskExhaustedError:
+                    run.report(self.options.on_task_finished)
+                    raise
                 _hook_class(type(instance))
             token = _frames.set((*frames, run))
             try:
@@ -281,11 +287,15 @@ class StepSequenceWrapper:
             except BaseException:
                 run.finish(completed=False)
                 span.set_outcome("nested" if nested else run.outcome)  # None: from the exception
+                if not nested:
+                    run.report(self.options.on_task_finished)
                 raise
             finally:
                 _frames.reset(token)
             run.finish(completed=run.all_succeeded())
             span.set_outcome("nested" if nested else run.outcome)
+        if not nested:
+            run.report(self.options.on_task_finished)
         return result
 
 
@@ -329,6 +339,7 @@ def checkpointed_steps(
     wait: float | None = 0.0,
     max_attempts: int | None = None,
     on_exhausted: Callable[[int, dict | None], Any] | None = None,
+    on_task_finished: Callable[[dict, str], Any] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Any:
     """Checkpoint every step of ``execute_steps``; usable bare or with options.
@@ -341,10 +352,14 @@ def checkpointed_steps(
       0, the default, raises :class:`TaskLockedError` at once.
     - ``max_attempts`` / ``on_exhausted(task_id, checkpoint)``: escalate a task that is still
       unfinished when it starts attempt ``max_attempts + 1``; then :class:`TaskExhaustedError`.
+    - ``on_task_finished(trajectory, outcome)``: called once per call that ends ``finished``,
+      ``failed`` or ``exhausted``, after its attempt is written, outside any step, with the
+      task's :func:`jr_checkpoint.trajectory`; an exception in it is logged and contained.
     - ``enabled=False``: the original runs untouched.
     """
     options = Options(store=store, dsn=dsn, task_id=task_id, enabled=enabled, wait=wait,
-                      max_attempts=max_attempts, on_exhausted=on_exhausted, clock=clock)
+                      max_attempts=max_attempts, on_exhausted=on_exhausted,
+                      on_task_finished=on_task_finished, clock=clock)
     return decorate(wrapped, options)
 
 
