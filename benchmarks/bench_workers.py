@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -96,6 +98,58 @@ def _run(child: Callable, target: Target, task_ids: list[int], steps: int, worke
             raise RuntimeError(f"a worker process failed: exit codes {[p.exitcode for p in processes]}")
 
 
+def _postmaster(admin) -> int | None:
+    """The server's postmaster pid, when the server runs on this machine and we may read it."""
+    with admin.cursor() as cur:
+        cur.execute("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+        (directory,) = cur.fetchone()
+    try:
+        with open(os.path.join(directory, "postmaster.pid")) as handle:
+            return int(handle.readline())
+    except (OSError, ValueError):
+        return None
+
+
+def _server_cpu(postmaster: int | None) -> float | None:
+    """CPU seconds the server has used: the postmaster's own, its reaped children's (the
+    backends of connections that ended), and its live children's."""
+    if postmaster is None:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, parent = int(name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        elif parent == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _client_cpu() -> float:
+    """CPU seconds of this process's reaped children (the benchmark's worker processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _measured(child, target, ids, steps, workers, postmaster):
+    """_run, and the CPU per step it cost the workers and the server (µs)."""
+    client, server = _client_cpu(), _server_cpu(postmaster)
+    seconds, executed = _run(child, target, ids, steps, workers)
+    count = len(ids) * steps
+    after = _server_cpu(postmaster)
+    cpu = (1e6 * (_client_cpu() - client) / count,
+           None if server is None or after is None else 1e6 * (after - server) / count)
+    return seconds, executed, cpu
+
+
 def _checkpoint(admin) -> None:
     with admin.cursor() as cur, contextlib.suppress(Exception):
         cur.execute("CHECKPOINT")  # each run starts from a clean WAL position
@@ -110,7 +164,9 @@ def measure_workers(target: Target, workers: int, tasks: int, steps: int, repeat
     admin.autocommit = True
     store = CheckpointStore(target)
     ours_tasks: dict[int, int] = {}
-    figures = {"floor": [], "ours": [], "ratios": [], "duplicates": 0, "lost": 0}
+    figures = {"floor": [], "ours": [], "ratios": [], "duplicates": 0, "lost": 0,
+               "floor_cpu": [], "ours_cpu": []}
+    postmaster = _postmaster(admin)
     try:
         with admin.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
@@ -119,16 +175,19 @@ def measure_workers(target: Target, workers: int, tasks: int, steps: int, repeat
         for round_number in range(repeat + 1):  # round 0 warms up and is not counted
             base = TASK_BASE + round_number * tasks * 2
             _checkpoint(admin)
-            floor_s, _ = _run(_floor_child, target, list(range(base, base + tasks)), steps, workers)
+            floor_s, _, floor_cpu = _measured(_floor_child, target, list(range(base, base + tasks)),
+                                              steps, workers, postmaster)
             _checkpoint(admin)
             ids = list(range(base + tasks, base + 2 * tasks))
-            ours_s, executed = _run(_ours_child, target, ids, steps, workers)
+            ours_s, executed, ours_cpu = _measured(_ours_child, target, ids, steps, workers, postmaster)
             ours_tasks.update(dict.fromkeys(ids, steps))
             figures["duplicates"] += sum(max(executed.get(t, 0) - steps, 0) for t in ids)
             if round_number:
                 figures["floor"].append(total / floor_s)
                 figures["ours"].append(total / ours_s)
                 figures["ratios"].append(ours_s / floor_s)
+                figures["floor_cpu"].append(floor_cpu)
+                figures["ours_cpu"].append(ours_cpu)
         figures["lost"], figures["left"] = _check(admin, ours_tasks)
         out(f"rows check: {len(ours_tasks)} tasks x {steps} steps: {figures['lost']} steps without "
             f"their row, {figures['duplicates']} run twice, {figures['left']} checkpoint rows left")
@@ -168,4 +227,18 @@ def report_workers(figures: dict, workers: int) -> list[str]:
         f"  (target <= 1.5x: {'met' if statistics.median(figures['ratios']) <= 1.5 else 'MISSED'})",
         f"  steps run twice: {figures['duplicates']}; steps without their row: {figures['lost']}; "
         f"checkpoint rows left: {figures['left']}",
+        *_cpu_lines(figures),
     ]
+
+
+def _cpu_lines(figures: dict) -> list[str]:
+    """Where the time goes: CPU per step of the worker processes and of the server (medians).
+    With every process on the same cores, throughput follows their sum."""
+    lines = ["  CPU per step (median µs)             workers   server    sum"]
+    for label, key in (("floor", "floor_cpu"), ("decorated", "ours_cpu")):
+        client = statistics.median(c for c, _ in figures[key])
+        servers = [s for _, s in figures[key] if s is not None]
+        server = statistics.median(servers) if servers else None
+        shown = f"{server:8.0f} {client + server:7.0f}" if server is not None else "       ?       ?"
+        lines.append(f"    {label:34} {client:8.0f} {shown}")
+    return lines

@@ -202,7 +202,7 @@ CREATE OR REPLACE FUNCTION jr_checkpoint_record_step_v2(
     p_last_completed_step integer, p_total_steps integer, p_lease double precision,
     p_end_outcome text DEFAULT NULL, p_resumed_at integer DEFAULT NULL,
     p_ran integer[] DEFAULT NULL, p_skipped integer[] DEFAULT NULL, p_failed integer[] DEFAULT NULL)
-RETURNS boolean LANGUAGE plpgsql AS $$
+RETURNS boolean LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 BEGIN
     UPDATE jr_task_checkpoints SET
         last_completed_step = p_last_completed_step,
