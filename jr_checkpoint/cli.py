@@ -150,7 +150,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Becomes COMMAND (exec): returns only when COMMAND cannot start."""
     sys.stdout.flush()
     sys.stderr.flush()
-    run.exec_command(args.command, args.dsn, wait=args.wait, allow_unchecked=args.allow_unchecked)
+    run.exec_command(args.command, args.dsn, wait=args.wait, allow_unchecked=args.allow_unchecked,
+                     on_task_finished=args.on_task_finished)
     return 0  # pragma: no cover (exec_command returns only by raising)
 
 
@@ -168,6 +169,10 @@ def _add_run_command(commands) -> None:
     parser.add_argument("--wait", type=_seconds, metavar="SECONDS",
                         help="wait this long for another worker to finish a task it holds, instead "
                         "of refusing the task at once (passed as $JR_CHECKPOINT_WAIT)")
+    parser.add_argument("--on-task-finished", metavar="MODULE:FUNCTION",
+                        help="call FUNCTION(trajectory, outcome) once per checkpointed call that "
+                        "ends (finished, failed, exhausted); imported at its first call, so it may "
+                        "live where the worker's own sys.path finds it")
     parser.add_argument("--allow-unchecked", action="store_true",
                         help="start COMMAND even when its Python cannot import or install "
                         "jr-checkpoint (one line on stderr, then it runs without checkpoints)")

@@ -14,6 +14,7 @@ in the class's ``__dict__`` before, and ``uninstall()`` puts exactly that back.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -193,6 +194,8 @@ def install(
             return _current.store
         targets = _specs(target) or DEFAULT_TARGETS
         clients = _specs(queue_client)
+        if isinstance(options.get("on_task_finished"), str):
+            options["on_task_finished"] = named_hook(options["on_task_finished"])
         ledger = store or CheckpointStore(dsn)
         installation = _Installation(ledger, store is None,
                                      decorator.make_options(store=ledger, **options),
@@ -229,4 +232,28 @@ def installed() -> bool:
     return _current is not None
 
 
-__all__ = ["DEFAULT_QUEUE_CLIENTS", "DEFAULT_TARGETS", "install", "installed", "uninstall"]
+class named_hook:  # noqa: N801 (a function-like callable)
+    """``"package.module:function"`` as a callable that imports it at its first call, so that
+    a hook named on the command line (``jr-checkpoint run --on-task-finished``) may live in a
+    module the host makes importable only once it runs (its own sys.path entries)."""
+
+    def __init__(self, spec: str):
+        module, _, name = spec.partition(":")
+        parts = (*module.split("."), *name.split("."))
+        if not module or not name or not all(part.isidentifier() for part in parts):
+            raise ValueError(f"a hook is named 'package.module:function', not {spec!r}")
+        self.spec, self._module, self._name, self._function = spec, module, name, None
+
+    def __call__(self, *args: Any) -> Any:
+        if self._function is None:
+            found: Any = importlib.import_module(self._module)
+            for part in self._name.split("."):
+                found = getattr(found, part)
+            self._function = found
+        return self._function(*args)
+
+    def __repr__(self) -> str:
+        return f"named_hook({self.spec!r})"
+
+
+__all__ = ["DEFAULT_QUEUE_CLIENTS", "DEFAULT_TARGETS", "install", "installed", "named_hook", "uninstall"]

@@ -36,10 +36,13 @@ UNCHECKED_EXIT = 78
 USAGE = "jr-checkpoint run [--dsn DSN] [--wait SECONDS] [--allow-unchecked] -- COMMAND [ARGS...]"
 #: How long the command's workers wait for a task another worker holds (install(wait=...)).
 ENV_WAIT = "JR_CHECKPOINT_WAIT"
+#: ``--on-task-finished MODULE:FUNCTION``, for install(on_task_finished=...) in the command.
+ENV_ON_TASK_FINISHED = "JR_CHECKPOINT_ON_TASK_FINISHED"
 
 
 def command_env(dsn: str | None = None, environ: Mapping[str, str] | None = None,
-                wait: float | None = None, allow_unchecked: bool = False) -> dict[str, str]:
+                wait: float | None = None, allow_unchecked: bool = False,
+                on_task_finished: str | None = None) -> dict[str, str]:
     """The environment for COMMAND: the bootstrap first on PYTHONPATH, the marker, the DSN and
     the wait if given, and the requirement that jr-checkpoint installs unless allowed not to."""
     env = dict(os.environ if environ is None else environ)
@@ -51,6 +54,8 @@ def command_env(dsn: str | None = None, environ: Mapping[str, str] | None = None
         env[ENV_DSN] = dsn
     if wait is not None:
         env[ENV_WAIT] = repr(float(wait))
+    if on_task_finished:
+        env[ENV_ON_TASK_FINISHED] = on_task_finished
     if allow_unchecked:
         env.pop(ENV_REQUIRE, None)
     else:
@@ -79,19 +84,27 @@ def skipped_bootstrap(command: Sequence[str]) -> str | None:
 
 
 def exec_command(command: Sequence[str], dsn: str | None = None, wait: float | None = None,
-                 allow_unchecked: bool = False) -> None:
+                 allow_unchecked: bool = False, on_task_finished: str | None = None) -> None:
     """Replace this process with COMMAND (searched on PATH); returns only by raising."""
     command = list(command)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
         raise ConfigurationError(f"run: no COMMAND given: {USAGE}")
+    if on_task_finished is not None:
+        from .install import named_hook  # checked here: a misspelled hook is refused at once
+
+        try:
+            named_hook(on_task_finished)
+        except ValueError as exc:
+            raise ConfigurationError(f"run: --on-task-finished: {exc}") from None
     flag = None if allow_unchecked else skipped_bootstrap(command)
     if flag:
         raise ConfigurationError(f"run: {command[0]} {flag} would skip jr-checkpoint's start-up hook "
                                  "and run without checkpoints: drop that flag, or pass --allow-unchecked")
     try:
-        os.execvpe(command[0], command, command_env(dsn, wait=wait, allow_unchecked=allow_unchecked))
+        os.execvpe(command[0], command, command_env(dsn, wait=wait, allow_unchecked=allow_unchecked,
+                                                    on_task_finished=on_task_finished))
     except FileNotFoundError as exc:
         raise CommandNotRunnable(f"run: command not found: {command[0]}", 127) from exc
     except OSError as exc:

@@ -75,6 +75,8 @@ def _install():
     try:
         if os.environ.get("JR_CHECKPOINT_WAIT"):
             options["wait"] = float(os.environ["JR_CHECKPOINT_WAIT"])
+        if os.environ.get("JR_CHECKPOINT_ON_TASK_FINISHED"):
+            options["on_task_finished"] = os.environ["JR_CHECKPOINT_ON_TASK_FINISHED"]
         jr_checkpoint.install(dsn, **options)
     except Exception as exc:
         _refuse_or_go_on(f"jr_checkpoint.install() failed in this Python ({sys.executable}): "
