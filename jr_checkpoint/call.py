@@ -217,9 +217,10 @@ class TaskRun:
 
     def all_succeeded(self) -> bool:
         """Every position a success: run or skipped in this call, or known by its identity."""
-        if not self.steps.exhausted:
-            return False
-        return all(position in self.succeeded for position in range(len(self.steps.items)))
+        # Every position below resume_at succeeded (it only moves past successes, and back to
+        # a failure), so this is one comparison, not a pass over the list at every step.
+        self._advance_resume_point()  # past positions found succeeded since (a generator's)
+        return self.steps.exhausted and self.resume_at >= len(self.steps.items)
 
     def _end(self, outcome: str) -> AttemptEnd:
         skipped = tuple(self.skipped)

@@ -113,6 +113,11 @@ def test_tuple_and_generator_steps_are_numbered_by_position(make, store):
     assert store.results(2) == {0: "success", 1: "success", 2: "success"}
     assert produced == [0, 1, 2]
     assert 2 not in store.checkpoints  # the generator was exhausted: the task is complete
+    # Again, every step skipped: still complete once the generator is exhausted.
+    again = make()(task_id=2)
+    assert [r.get("skipped") for r in again.execute_steps(generate())] == [True] * 3
+    assert [end.outcome for end in store.ended[2]] == ["finished", "finished"]
+    assert store.ended[2][1].skipped == (0, 1, 2) and store.ended[2][1].ran == ()
 
 
 def test_steps_passed_by_keyword(make, store):
