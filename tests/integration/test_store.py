@@ -29,6 +29,7 @@ from jr_checkpoint.store import (
     StepRecord,
 )
 from tests.conftest import query, record_row
+from tests.waiting import wait_until
 
 STEP_COLUMNS = ("step_number", "step_type", "target_file", "step_content_hash", "execution_result",
                 "execution_time_ms", "error_detail", "created_at", "updated_at")
@@ -83,16 +84,6 @@ def stores(dsn: str, *options: dict):
     finally:
         for each in made:
             each.close()
-
-
-def poll(condition, timeout: float = 20.0, every: float = 0.02):
-    """Wait until ``condition()`` is true (a handshake on something observed), else fail."""
-    done = threading.Event()
-    for _ in range(int(timeout / every)):
-        if condition():
-            return
-        done.wait(every)
-    pytest.fail(f"not true after {timeout} s: {condition.__doc__ or condition}")
 
 
 # -- record, load, begin -------------------------------------------------------------------------
@@ -405,7 +396,6 @@ def test_the_keeper_renews_a_held_lease(dsn):
         end = seen[0] + 0.9  # 1.5 s after the task was taken: past its first lease
 
         def renewed_past_the_first_lease():
-            """the keeper renewed the lease past 1.5 s after it was taken"""
             now, until = query(dsn, "SELECT extract(epoch FROM clock_timestamp()), "
                                     "(checkpoint_data ->> 'lease_until')::float "
                                     "FROM jr_task_checkpoints WHERE task_id = 7")[0]
@@ -414,7 +404,8 @@ def test_the_keeper_renews_a_held_lease(dsn):
                 seen.append(until)
             return float(now) > end and until > end
 
-        poll(renewed_past_the_first_lease)
+        wait_until(renewed_past_the_first_lease, 20,
+                   "the keeper to renew the lease past 1.5 s after it was taken")
         assert len(seen) >= 4  # renewed every lease/3, not once
         assert b.begin_task(7, wait=0) is None
         assert a.lost(7, state.owner) is False
@@ -428,11 +419,7 @@ def test_the_keeper_notices_a_lease_taken_away(dsn):
         query(dsn, "UPDATE jr_task_checkpoints SET checkpoint_data = checkpoint_data || "
                    """'{"owner": "someone else"}' WHERE task_id = 7""")
 
-        def lost():
-            """the keeper marked the lease lost"""
-            return a.lost(7, state.owner)
-
-        poll(lost)
+        wait_until(lambda: a.lost(7, state.owner), 20, "the keeper to mark the lease lost")
         assert lease_data(dsn, 7)["owner"] == "someone else"
 
 
