@@ -8,6 +8,7 @@ holds the schema; each test gets its own copy (CREATE DATABASE ... TEMPLATE), fa
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import shutil
 import sys
@@ -37,6 +38,43 @@ def _clean_environment(monkeypatch):
     """A developer's shell must not leak a database into a test."""
     for name in _LEAKY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+# -- the per-test timeout's backstop --------------------------------------------------------------
+# pytest-timeout (setup.cfg: timeout, method signal) fails a stuck test in one line and goes on
+# with the rest; but SIGALRM only acts once the main thread is back in Python, and a psycopg2
+# call blocked in libpq (a lock wait, a silent server) is not. Behind it, faulthandler ends
+# the whole session (all threads' stacks to the real stderr, exit 1) a minute later: a last
+# resort, which leaves what the session started (its servers) behind.
+BACKSTOP_SECONDS = 60
+
+
+_REAL_STDERR = pytest.StashKey[int]()
+
+
+def pytest_configure(config):
+    config.stash[_REAL_STDERR] = os.dup(2)  # output capture has not taken fd 2 yet
+
+
+def _timeout(item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    option = item.config.getoption("timeout", None)
+    return float(option if option is not None else item.config.getini("timeout") or 0)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item):
+    timeout = _timeout(item)
+    if timeout > 0:
+        faulthandler.dump_traceback_later(timeout + BACKSTOP_SECONDS, exit=True,
+                                          file=item.config.stash[_REAL_STDERR])
+    try:
+        yield
+    finally:
+        if timeout > 0:
+            faulthandler.cancel_dump_traceback_later()
 
 
 def start_embedded_server():
