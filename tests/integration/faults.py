@@ -92,7 +92,7 @@ class Cluster:
             raise RuntimeError(f"{command} failed: {done.stderr.strip() or done.stdout.strip()}")
         return done.stdout
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
         for path in (self.sockets, self.pgdata):
             path.mkdir(parents=True, exist_ok=True)
             chown_to_server(path)
@@ -102,7 +102,7 @@ class Cluster:
 
     def init(self, settings: dict | None = None, hba: tuple[str, ...] = (),
              initdb: tuple[str, ...] = ()) -> Cluster:
-        self._prepare()
+        self.prepare()
         self.run("initdb", "--auth=trust", "--encoding=utf8", "-U", "postgres", "-D", str(self.pgdata),
                  *initdb)
         self.configure(settings or {}, hba)
@@ -119,7 +119,7 @@ class Cluster:
                 conf.write("\n".join(hba) + "\n")
 
     def start(self) -> Cluster:
-        self._prepare()
+        self.prepare()
         self.run("pg_ctl", "-w", "-t", "30", "-D", str(self.pgdata), "-l", str(self.log), "start")
         return self
 

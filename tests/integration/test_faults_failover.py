@@ -27,7 +27,7 @@ def pair():
         directory = faults.scratch_dir("jr-fault-standby-")
         standby = faults.Cluster(directory)
         try:
-            standby._prepare()
+            standby.prepare()
             primary.run("pg_basebackup", "-D", str(standby.pgdata), "-h", str(primary.sockets),
                         "-p", str(primary.port), "-U", "postgres", "-R", "-X", "stream")
             standby.configure({"synchronous_standby_names": "''"})  # -R wrote primary_conninfo
