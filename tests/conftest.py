@@ -8,6 +8,7 @@ holds the schema; each test gets its own copy (CREATE DATABASE ... TEMPLATE), fa
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import shutil
 import sys
@@ -37,6 +38,43 @@ def _clean_environment(monkeypatch):
     """A developer's shell must not leak a database into a test."""
     for name in _LEAKY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+# -- the per-test timeout's backstop --------------------------------------------------------------
+# pytest-timeout (setup.cfg: timeout, method signal) fails a stuck test in one line and goes on
+# with the rest; but SIGALRM only acts once the main thread is back in Python, and a psycopg2
+# call blocked in libpq (a lock wait, a silent server) is not. Behind it, faulthandler ends
+# the whole session (all threads' stacks to the real stderr, exit 1) a minute later: a last
+# resort, which leaves what the session started (its servers) behind.
+BACKSTOP_SECONDS = 60
+
+
+_REAL_STDERR = pytest.StashKey[int]()
+
+
+def pytest_configure(config):
+    config.stash[_REAL_STDERR] = os.dup(2)  # output capture has not taken fd 2 yet
+
+
+def _timeout(item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    option = item.config.getoption("timeout", None)
+    return float(option if option is not None else item.config.getini("timeout") or 0)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item):
+    timeout = _timeout(item)
+    if timeout > 0:
+        faulthandler.dump_traceback_later(timeout + BACKSTOP_SECONDS, exit=True,
+                                          file=item.config.stash[_REAL_STDERR])
+    try:
+        yield
+    finally:
+        if timeout > 0:
+            faulthandler.cancel_dump_traceback_later()
 
 
 def start_embedded_server():
@@ -192,6 +230,20 @@ def query(dsn_value: str, sql: str, params=None):
         rows = cur.fetchall() if cur.description else []
         conn.commit()
         return rows
+
+
+def named(dsn_value: str, application_name: str) -> str:
+    """``dsn_value`` with an application_name, so that a store's session can be found in
+    pg_stat_activity (see :func:`backend_pid`)."""
+    return psycopg2.extensions.make_dsn(dsn_value, application_name=application_name)
+
+
+def backend_pid(dsn_value: str, application_name: str) -> int | None:
+    """The server pid of the one session named ``application_name``, or None if there is none."""
+    rows = query(dsn_value, "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                 (application_name,))
+    assert len(rows) <= 1, f"{len(rows)} sessions named {application_name!r}"
+    return rows[0][0] if rows else None
 
 
 def record_row(store, task_id: int, step_number: int, **fields):

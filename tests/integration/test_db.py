@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from jr_checkpoint import cli, db, reports, schema
 from jr_checkpoint.dsn import resolve
 from jr_checkpoint.errors import DatabaseUnavailable, SchemaMissing, StoreError
 from tests.conftest import query
+from tests.waiting import wait_until
 
 
 def test_reports_on_a_database_without_the_tables_say_run_migrate(empty_dsn, capsys):
@@ -42,10 +41,8 @@ def test_a_migration_error_keeps_its_message(empty_dsn):
 
 def wait_until_gone(dsn: str, pid: int, timeout: float = 10) -> None:
     """A handshake with the server: the terminated backend has really exited."""
-    deadline = time.monotonic() + timeout
-    while query(dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
-        assert time.monotonic() < deadline, f"backend {pid} did not exit"
-        time.sleep(0.02)
+    wait_until(lambda: not query(dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+               timeout, f"backend {pid} to exit")
 
 
 def test_a_connection_the_server_dropped_is_database_unavailable(dsn):

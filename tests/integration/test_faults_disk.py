@@ -20,6 +20,7 @@ import time
 import pytest
 
 from tests.integration import faults
+from tests.waiting import wait_until
 
 TASKS = {task: 10 for task in range(1, 25)}
 LEASE, OUTAGE = 4.0, 2.0
@@ -71,12 +72,12 @@ def test_a_full_data_disk_loses_nothing_and_shows_no_traceback(small_disk):
             with faults.workers(TASKS) as fleet:
                 for name in ("A", "B", "C"):
                     fleet.spawn(name, dsn, lease=LEASE, outage=OUTAGE, step_ms=40)
-                faults.wait_until(lambda: len(fleet.events(what="end")) >= 20, 30, "the run to get going")
+                wait_until(lambda: len(fleet.events(what="end")) >= 20, 30, "the run to get going")
                 ballast = fill(small_disk)
-                faults.wait_until(lambda: "No space left on device" in server.log.read_text(errors="replace"),
-                                  20, "a write to fail with disk_full")
+                wait_until(lambda: "No space left on device" in server.log.read_text(errors="replace"),
+                           20, "a write to fail with disk_full")
                 full = time.monotonic()
-                faults.wait_until(lambda: time.monotonic() - full > HELD, 30, "the disk to stay full")
+                wait_until(lambda: time.monotonic() - full > HELD, 30, "the disk to stay full")
                 os.unlink(ballast)
                 for name in ("A", "B", "C"):
                     assert fleet.wait_exit(name, timeout=45) == 0, fleet.stderr(name)

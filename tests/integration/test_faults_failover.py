@@ -15,6 +15,7 @@ import psycopg2.extensions
 import pytest
 
 from tests.integration import faults
+from tests.waiting import wait_until
 
 TASKS = {task: 6 for task in range(1, 17)}
 LEASE, OUTAGE = 4.0, 10.0
@@ -26,16 +27,16 @@ def pair():
         directory = faults.scratch_dir("jr-fault-standby-")
         standby = faults.Cluster(directory)
         try:
-            standby._prepare()
+            standby.prepare()
             primary.run("pg_basebackup", "-D", str(standby.pgdata), "-h", str(primary.sockets),
                         "-p", str(primary.port), "-U", "postgres", "-R", "-X", "stream")
             standby.configure({"synchronous_standby_names": "''"})  # -R wrote primary_conninfo
             standby.start()
             faults.query(primary.dsn(), "ALTER SYSTEM SET synchronous_standby_names = '*'")
             faults.query(primary.dsn(), "SELECT pg_reload_conf()")
-            faults.wait_until(lambda: faults.query(primary.dsn(), "SELECT count(*) FROM pg_stat_replication "
-                                                                  "WHERE sync_state = 'sync'") == [(1,)],
-                              30, "the standby to be synchronous")
+            wait_until(lambda: faults.query(primary.dsn(), "SELECT count(*) FROM pg_stat_replication "
+                                                           "WHERE sync_state = 'sync'") == [(1,)],
+                       30, "the standby to be synchronous")
             yield primary, standby
         finally:
             standby.cleanup()
@@ -56,7 +57,7 @@ def test_a_promoted_standby_takes_over_and_no_step_runs_twice(pair):
     with faults.workers(TASKS) as fleet:
         for name in ("A", "B", "C"):
             fleet.spawn(name, dsn, lease=LEASE, outage=OUTAGE, step_ms=40)
-        faults.wait_until(lambda: len(fleet.events(what="end")) >= 15, 30, "the run to get going")
+        wait_until(lambda: len(fleet.events(what="end")) >= 15, 30, "the run to get going")
         kill_server(primary)
         standby.run("pg_ctl", "-w", "-t", "30", "-D", str(standby.pgdata), "promote")
         for name in ("A", "B", "C"):

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from tests.integration import faults
+from tests.waiting import wait_until
 
 TASKS = {1: 10}
 LEASE, OUTAGE = 4.0, 2.0
@@ -57,7 +58,7 @@ def test_a_partitioned_owner_runs_and_writes_nothing_after_the_takeover(namespac
         fleet.spawn("B", tcp, lease=LEASE, outage=OUTAGE, gates=gates)
         first = fleet.wait_for("B", "start", task=1)
         # The partition outlasts lease + outage (a condition of the scenario, not a handshake).
-        faults.wait_until(lambda: time.monotonic() - cut > LEASE + OUTAGE + 0.5, 30, "the partition")
+        wait_until(lambda: time.monotonic() - cut > LEASE + OUTAGE + 0.5, 30, "the partition")
         if heal == "while_b_runs":
             fleet.wait_for("B", "gate", task=1, step=B_GATE[1])
             namespace.heal()

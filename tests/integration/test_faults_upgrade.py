@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from tests.integration import faults
+from tests.waiting import wait_until
 
 OLD_RELEASE = "91181ef"
 TASKS = {task: 6 for task in range(1, 17)}
@@ -42,7 +43,7 @@ def test_old_and_new_workers_share_a_server_across_both_migrations(old_release):
         with faults.workers(TASKS) as fleet:
             fleet.spawn("old1", dsn, pythonpath=old_release, step_ms=40)
             fleet.spawn("new1", dsn, step_ms=40)
-            faults.wait_until(lambda: len(fleet.events(what="end")) >= 12, 30, "the run to get going")
+            wait_until(lambda: len(fleet.events(what="end")) >= 12, 30, "the run to get going")
             faults.migrate(dsn)  # this release's migration, with both releases' workers running
             fleet.spawn("old2", dsn, pythonpath=old_release, step_ms=40)
             fleet.spawn("new2", dsn, step_ms=40)

@@ -25,6 +25,7 @@ import pytest
 
 from jr_checkpoint import cli, embedded, migrate, schema
 from tests.conftest import query
+from tests.waiting import wait_until
 
 DEMO = [sys.executable, "-m", "jr_checkpoint", "demo"]
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a command as another user, "
@@ -121,10 +122,8 @@ def test_after_a_demo_killed_with_sigkill_the_next_run_stops_the_server(no_host,
     data_dir = used_data_dir
     first = start_demo(data_dir)
     wait_for_line(first, "attempt 1:")  # the server is up, the tables made, the child starting
-    deadline = time.monotonic() + 30
-    while not (children := [child.pid for child in psutil.Process(first.pid).children()]):
-        assert time.monotonic() < deadline, "the demo started no attempt-1 child"
-        time.sleep(0.01)
+    children = wait_until(lambda: [child.pid for child in psutil.Process(first.pid).children()],
+                          30, "the demo's attempt-1 child", poll=0.01)
     first.kill()
     first.wait()
     assert postmaster(data_dir) is not None  # SIGKILL leaves it running: nothing can stop it

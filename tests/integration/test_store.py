@@ -28,7 +28,8 @@ from jr_checkpoint.store import (
     CheckpointStore,
     StepRecord,
 )
-from tests.conftest import query, record_row
+from tests.conftest import backend_pid, named, query, record_row
+from tests.waiting import wait_until
 
 STEP_COLUMNS = ("step_number", "step_type", "target_file", "step_content_hash", "execution_result",
                 "execution_time_ms", "error_detail", "created_at", "updated_at")
@@ -83,16 +84,6 @@ def stores(dsn: str, *options: dict):
     finally:
         for each in made:
             each.close()
-
-
-def poll(condition, timeout: float = 20.0, every: float = 0.02):
-    """Wait until ``condition()`` is true (a handshake on something observed), else fail."""
-    done = threading.Event()
-    for _ in range(int(timeout / every)):
-        if condition():
-            return
-        done.wait(every)
-    pytest.fail(f"not true after {timeout} s: {condition.__doc__ or condition}")
 
 
 # -- record, load, begin -------------------------------------------------------------------------
@@ -405,7 +396,6 @@ def test_the_keeper_renews_a_held_lease(dsn):
         end = seen[0] + 0.9  # 1.5 s after the task was taken: past its first lease
 
         def renewed_past_the_first_lease():
-            """the keeper renewed the lease past 1.5 s after it was taken"""
             now, until = query(dsn, "SELECT extract(epoch FROM clock_timestamp()), "
                                     "(checkpoint_data ->> 'lease_until')::float "
                                     "FROM jr_task_checkpoints WHERE task_id = 7")[0]
@@ -414,7 +404,8 @@ def test_the_keeper_renews_a_held_lease(dsn):
                 seen.append(until)
             return float(now) > end and until > end
 
-        poll(renewed_past_the_first_lease)
+        wait_until(renewed_past_the_first_lease, 20,
+                   "the keeper to renew the lease past 1.5 s after it was taken")
         assert len(seen) >= 4  # renewed every lease/3, not once
         assert b.begin_task(7, wait=0) is None
         assert a.lost(7, state.owner) is False
@@ -428,11 +419,7 @@ def test_the_keeper_notices_a_lease_taken_away(dsn):
         query(dsn, "UPDATE jr_task_checkpoints SET checkpoint_data = checkpoint_data || "
                    """'{"owner": "someone else"}' WHERE task_id = 7""")
 
-        def lost():
-            """the keeper marked the lease lost"""
-            return a.lost(7, state.owner)
-
-        poll(lost)
+        wait_until(lambda: a.lost(7, state.owner), 20, "the keeper to mark the lease lost")
         assert lease_data(dsn, 7)["owner"] == "someone else"
 
 
@@ -493,44 +480,31 @@ def test_a_crashed_holder_on_another_host_keeps_the_task_until_its_lease_ends(st
 
 
 class LostAnswers:
-    """Wraps the store's real connection: the answers listed as lost (True, in order of the
-    statements sent) never arrive, although the server ran and committed the statement."""
+    """The store's connections get a cursor whose answers listed as lost (True, in order of the
+    statements sent) never arrive, although the server ran and committed the statement.
 
-    def __init__(self, store, lost: list[bool]):
-        self.lost = list(lost)
-        self.real = store._connection
-        store._connection = self.connection
+    Set on the driver (psycopg2.connect), for the connections a store opens: those name
+    themselves ``jr-checkpoint pid N`` in pg_stat_activity; the tests' own (``query``) do not."""
 
-    def connection(self):
-        conn, lost = self.real(), self.lost
+    def __init__(self, monkeypatch, lost: list[bool]):
+        lost, connect = list(lost), psycopg2.connect
 
-        class Cursor:
-            def __init__(self):
-                self.cur = conn.cursor()
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.cur.close()
-
+        class Cursor(psycopg2.extensions.cursor):
             def execute(self, sql, params=None):
-                self.cur.execute(sql, params)
+                super().execute(sql, params)
                 if lost and lost.pop(0):
                     raise psycopg2.OperationalError("server closed the connection unexpectedly")
 
-            def fetchone(self):
-                return self.cur.fetchone()
+        def connect_losing(*args, **kwargs):
+            if str(kwargs.get("application_name", "")).startswith("jr-checkpoint pid "):
+                kwargs["cursor_factory"] = Cursor
+            return connect(*args, **kwargs)
 
-        class Connection:
-            def cursor(self):
-                return Cursor()
-
-        return Connection()
+        monkeypatch.setattr(psycopg2, "connect", connect_losing)
 
 
-def test_begin_task_resent_after_a_lost_answer_counts_the_attempt_once(store, dsn):
-    LostAnswers(store, [True])
+def test_begin_task_resent_after_a_lost_answer_counts_the_attempt_once(store, dsn, monkeypatch):
+    LostAnswers(monkeypatch, [True])
     state = store.begin_task(7)
     assert state is not None
     assert store.round_trips == 2  # sent, lost, sent again
@@ -538,9 +512,9 @@ def test_begin_task_resent_after_a_lost_answer_counts_the_attempt_once(store, ds
     assert (state.attempt, data["attempts"], data["fence"], data["owner"]) == (1, 1, 1, state.owner)
 
 
-def test_a_takeover_resent_after_a_lost_answer_still_takes_the_task(store, dsn):
+def test_a_takeover_resent_after_a_lost_answer_still_takes_the_task(store, dsn, monkeypatch):
     killed_holder(dsn, 7)
-    LostAnswers(store, [False, True])  # the holder is seen dead; the takeover's answer is lost
+    LostAnswers(monkeypatch, [False, True])  # the holder is seen dead; the takeover's answer is lost
     state = store.begin_task(7, wait=0)
     assert state is not None  # not "someone holds it": that someone is this very call
     assert store.round_trips == 3
@@ -555,19 +529,20 @@ def terminate(dsn: str, pid: int) -> None:
     assert query(dsn, "SELECT pg_terminate_backend(%s, 5000)", (pid,)) == [(True,)]
 
 
-def test_a_record_after_the_server_dropped_the_connection_succeeds(store, dsn):
-    owner = store.begin_task(7).owner
-    store.record_step(7, 0, owner=owner, execution_result="success")
-    old_pid = store._conn.info.backend_pid
-    terminate(dsn, old_pid)
-    store.record_step(7, 1, owner=owner, execution_result="success", last_completed_step=1)
-    assert store._conn.info.backend_pid != old_pid
-    assert [row["step_number"] for row in step_rows(dsn, 7)] == [0, 1]
-    assert checkpoint_row(dsn, 7)["last_completed_step"] == 1
-    assert lease_data(dsn, 7)["owner"] == owner  # the lease outlived the session: still ours
-    with stores(dsn, {}) as (other,):
-        assert other.begin_task(7, wait=0) is None
-    assert store.release_task(7, owner, completed=True) == "released"
+def test_a_record_after_the_server_dropped_the_connection_succeeds(dsn):
+    with stores(named(dsn, "the store"), {}) as (store,):
+        owner = store.begin_task(7).owner
+        store.record_step(7, 0, owner=owner, execution_result="success")
+        old_pid = backend_pid(dsn, "the store")
+        terminate(dsn, old_pid)
+        store.record_step(7, 1, owner=owner, execution_result="success", last_completed_step=1)
+        assert backend_pid(dsn, "the store") not in (old_pid, None)
+        assert [row["step_number"] for row in step_rows(dsn, 7)] == [0, 1]
+        assert checkpoint_row(dsn, 7)["last_completed_step"] == 1
+        assert lease_data(dsn, 7)["owner"] == owner  # the lease outlived the session: still ours
+        with stores(dsn, {}) as (other,):
+            assert other.begin_task(7, wait=0) is None
+        assert store.release_task(7, owner, completed=True) == "released"
 
 
 def test_two_threads_share_one_store(store, dsn):
@@ -596,7 +571,7 @@ def test_two_threads_share_one_store(store, dsn):
 
 
 def test_schema_missing_says_run_migrate(empty_dsn):
-    store = CheckpointStore(empty_dsn)
+    store = CheckpointStore(named(empty_dsn, "the store"))
     where = resolve(empty_dsn).describe()
     try:
         for call, missing in ((lambda: store.record_step(7, 0, owner="x", execution_result="success"),
@@ -608,10 +583,10 @@ def test_schema_missing_says_run_migrate(empty_dsn):
                 call()
             assert str(info.value) == (f"the checkpoint {missing} do not exist at {where}: "
                                        "run `jr-checkpoint migrate`")
-        pid = store._conn.info.backend_pid
+        pid = backend_pid(empty_dsn, "the store")
         schema.create_tables(resolve(empty_dsn))
         record_row(store, 7, 0, execution_result="success")  # same session: nothing left aborted
-        assert store._conn.info.backend_pid == pid
+        assert pid is not None and backend_pid(empty_dsn, "the store") == pid
     finally:
         store.close()
 

@@ -13,6 +13,7 @@ import http.server
 import importlib
 import queue
 import threading
+import time
 
 import pytest
 from opentelemetry import metrics, trace
@@ -155,10 +156,15 @@ def receiver(monkeypatch):
         thread.join(timeout=5)
 
 
-def received(server, path, deadline=10.0):
-    """The first body POSTed to ``path`` (others are kept for later calls)."""
+def received(server, path, timeout=10.0):
+    """The first body POSTed to ``path`` within ``timeout`` seconds (bodies POSTed to other
+    paths before it are dropped); a blocking wait on the receiver's queue, not a poll."""
+    deadline = time.monotonic() + timeout
     while True:
-        got_path, content_type, body = server.received.get(timeout=deadline)
+        try:
+            got_path, content_type, body = server.received.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail(f"timed out after {timeout:g} s waiting for a POST to {path}", pytrace=False)
         if got_path == path:
             assert content_type == "application/x-protobuf"
             return body

@@ -13,12 +13,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import HOST_ROOT, host_env, query
+from tests.waiting import wait_until
 
 JR = "Jr Test"
 CRASH_ONCE = "if [ ! -f crashed.flag ]; then touch crashed.flag; kill -KILL $PPID; sleep 5; fi"
@@ -110,9 +110,8 @@ def test_a_task_the_reaper_hands_to_a_second_worker_is_not_run_twice(host_db, qu
     nothing (the host marks its attempt failed); the first finishes and completes the task."""
     task_id = queue(instruction(GATE))
     first = worker(host_db, tmp_path)
-    while not (tmp_path / "gate.log").exists():
-        assert first.poll() is None, first.communicate()
-        time.sleep(0.01)
+    wait_until((tmp_path / "gate.log").exists, 30, "the first worker's gated step", poll=0.01,
+               alive=first)
     # Ten minutes later, as far as the reaper knows.
     query(host_db, "UPDATE jr_work_queue SET started_at = NOW() - INTERVAL '11 minutes' WHERE id = %s",
           (task_id,))
@@ -139,9 +138,8 @@ def test_a_worker_told_to_wait_finds_the_steps_done(host_db, queue, tmp_path):
     """With `--wait`, the second worker waits for the owner, then runs nothing and completes."""
     task_id = queue(instruction(GATE))
     first = worker(host_db, tmp_path)
-    while not (tmp_path / "gate.log").exists():
-        assert first.poll() is None, first.communicate()
-        time.sleep(0.01)
+    wait_until((tmp_path / "gate.log").exists, 30, "the first worker's gated step", poll=0.01,
+               alive=first)
     query(host_db, "UPDATE jr_work_queue SET status = 'pending' WHERE id = %s", (task_id,))
     env = {**os.environ, **host_env(host_db, tmp_path), "JR_WORKER_DRAIN": "1",
            "JR_WORKER_POLL": "0.05"}
@@ -150,9 +148,9 @@ def test_a_worker_told_to_wait_finds_the_steps_done(host_db, queue, tmp_path):
                               cwd=HOST_ROOT / "jr_executor", env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     names = [f"jr-checkpoint pid {second.pid}"]
-    while not query(host_db, "SELECT 1 FROM pg_stat_activity WHERE application_name = ANY(%s)", (names,)):
-        assert second.poll() is None, second.communicate()
-        time.sleep(0.01)
+    wait_until(lambda: query(host_db, "SELECT 1 FROM pg_stat_activity WHERE application_name = ANY(%s)",
+                             (names,)),
+               30, "the waiting worker's session", poll=0.01, alive=second)
     (tmp_path / "go").touch()
     assert first.wait(60) == 0
     out, err = second.communicate(timeout=60)
