@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import demo, embedded, history, interrupts, migrate, patching, reports, run, schema
+from . import demo, embedded, history, interrupts, launcher, migrate, patching, reports, schema
 from . import dsn as dsn_module
 from .errors import CheckpointError, ConfigurationError, DatabaseUnavailable, PatchConflict, TaskLockedError
 from .steps import parse_task_id
@@ -150,18 +150,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Becomes COMMAND (exec): returns only when COMMAND cannot start."""
     sys.stdout.flush()
     sys.stderr.flush()
-    run.exec_command(args.command, args.dsn, wait=args.wait, allow_unchecked=args.allow_unchecked)
+    launcher.exec_command(args.command, args.dsn, wait=args.wait, allow_unchecked=args.allow_unchecked)
     return 0  # pragma: no cover (exec_command returns only by raising)
 
 
 def _add_run_command(commands) -> None:
     parser = commands.add_parser(
         "run", help="run COMMAND with jr-checkpoint installed at Python start-up (no edit to the host)",
-        usage=run.USAGE,
+        usage=launcher.USAGE,
         description="Run COMMAND (e.g. python3 -u jr_queue_worker.py 'Jr Name') in place of this "
         "process, with a sitecustomize on PYTHONPATH that calls jr_checkpoint.install() in every "
         "Python it starts. Exit status and signals are COMMAND's own. 127: COMMAND not found; "
-        f"126: not executable; {run.UNCHECKED_EXIT}: its Python cannot install jr-checkpoint "
+        f"126: not executable; {launcher.UNCHECKED_EXIT}: its Python cannot install jr-checkpoint "
         "(not started).")
     parser.add_argument("--dsn", help=f"the checkpoint database, passed as ${dsn_module.ENV_DSN} "
                         "(default: the library's usual resolution, in the command's environment)")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from jr_checkpoint.errors import TaskOwnershipLost
-from jr_checkpoint.store import StepRecord, TaskState
+from jr_checkpoint.ledger import StepRecord, TaskState
 
 
 class FileExecutor:
