@@ -263,12 +263,12 @@ def test_server_restart_mid_task_then_recording_goes_on(restarting, tmp_path, ca
              {"type": "db", "action": "restart"},
              {"type": "append", "path": "r.txt", "content": "b\n"},
              {"type": "append", "path": "r.txt", "content": "c\n"}]
-    old_backend = store._conn.info.backend_pid if store._conn else None
+    old_backend = store.connector.backend_pid
     results = make_executor(cls, tmp_path, 106).execute_steps(steps)
     assert [r["success"] for r in results] == [True] * 4
     assert (tmp_path / "r.txt").read_text() == "a\nb\nc\n"
     assert results_by_step(uri, 106) == dict.fromkeys(range(4), "success")
-    assert store._conn.info.backend_pid != old_backend
+    assert store.connector.backend_pid != old_backend
     assert query(uri, "SELECT count(*) FROM jr_task_checkpoints WHERE task_id = 106") == [(0,)]
     assert not any("unchecked" in m for m in caplog.messages)  # rode out the restart
 
