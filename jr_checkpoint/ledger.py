@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .db import Connector
 from .errors import TaskOwnershipLost
@@ -80,6 +80,7 @@ class AttemptEnd:
                 "skipped": list(self.skipped), "failed": list(self.failed)}
 
 
+@runtime_checkable
 class Ledger(Protocol):
     """What one checkpointed call (:class:`~jr_checkpoint.task_run.TaskRun`) needs from the
     store: the lease's protocol, the step records, and how the store measures time."""

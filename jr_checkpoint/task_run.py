@@ -199,9 +199,7 @@ class TaskRun:
 
     def all_succeeded(self) -> bool:
         """Every position a success: run or skipped in this call, or known by its identity."""
-        if not self.steps.exhausted:
-            return False
-        return all(position in self.succeeded for position in range(len(self.steps.items)))
+        return self.steps.exhausted and all(p in self.succeeded for p in range(len(self.steps.items)))
 
     def _end(self, outcome: str) -> AttemptEnd:
         skipped = tuple(self.skipped)
