@@ -1,5 +1,8 @@
-"""The database boundary: how the package opens a connection, and the one place where
-psycopg2's errors become the package's own (procrastinate's ``wrap_exceptions`` is the model).
+"""The database boundary, and the only module that imports psycopg2: opening connections,
+running statements (a worker's with retries across an outage), and translating psycopg2's
+errors into the package's own, once (procrastinate's connector and ``wrap_exceptions`` are the
+model). Everything above it (the ledger, the lease, the schema, the reports, the dashboard,
+the launcher's checks) sends its SQL through here.
 
 Nothing that leaves this module holds a password: a translated error is chained from a
 redacted copy of psycopg2's error, and the original itself (which Python keeps as the new
@@ -9,14 +12,30 @@ error's ``__context__``) has its secrets masked in place.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.errors
+import psycopg2.extensions
+from psycopg2 import sql as pgsql
 
-from .dsn import DEFAULT_CONNECT_TIMEOUT, Target, first_line, redacted, scrub
-from .errors import DatabaseUnavailable, SchemaMissing, StoreError, TaskOwnershipLost
+from .errors import ConfigurationError, DatabaseUnavailable, SchemaMissing, StoreError, TaskOwnershipLost
+from .sql import QUERIES
+from .text import first_line, redacted, scrub
+
+logger = logging.getLogger(__name__)
+
+#: Seconds libpq may take to connect, unless a caller or the DSN says otherwise.
+DEFAULT_CONNECT_TIMEOUT = 5
+
+#: What libpq refuses when it reads a DSN (:func:`parse_dsn`).
+DsnSyntaxError = psycopg2.ProgrammingError
 
 #: SQLSTATEs that mean the session is gone: class 08 (connection exception) and the
 #: operator-intervention codes of a server shutting down or starting up.
@@ -33,13 +52,101 @@ _TRANSIENT = ("53", "25006", "40001", "40P01", "55P03")
 _LOST_TASK = "JRC01"
 
 
-def connect(target: Target, timeout: float | None = DEFAULT_CONNECT_TIMEOUT, *,
-            autocommit: bool = False) -> Any:
-    """A psycopg2 connection to ``target``; a failure is a one-line :class:`DatabaseUnavailable`."""
-    conn = target.connect(timeout)
-    conn.autocommit = autocommit
-    return conn
+class Endpoint(Protocol):
+    """Where to connect (:class:`jr_checkpoint.dsn.Target` is the one implementation)."""
 
+    params: dict[str, Any]
+    source: str
+
+    def secrets(self) -> list[str]: ...
+
+    def describe(self) -> str: ...
+
+
+# -- DSN text ------------------------------------------------------------------------------------
+
+def parse_dsn(text: str) -> dict[str, Any]:
+    """libpq's reading of a DSN or URI; raises :data:`DsnSyntaxError` with libpq's words."""
+    return psycopg2.extensions.parse_dsn(text)
+
+
+def make_dsn(**params: Any) -> str:
+    """A libpq DSN holding ``params`` (quoted as libpq wants)."""
+    return psycopg2.extensions.make_dsn(**params)
+
+
+# -- one connection ----------------------------------------------------------------------------
+
+def connect(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT, *,
+            autocommit: bool = False, **extra: Any) -> Any:
+    """A psycopg2 connection to ``target``, bounded by ``timeout`` seconds.
+
+    Raises :class:`DatabaseUnavailable` with a one-line message naming the target, or
+    :class:`ConfigurationError` for parameters libpq refuses before any network.
+    """
+    kwargs = dict(target.params)
+    if timeout is not None and "connect_timeout" not in kwargs:
+        # libpq takes whole seconds; 0 would mean "wait forever".
+        kwargs["connect_timeout"] = max(1, int(round(timeout)))
+    kwargs.update(extra)
+    try:
+        conn = psycopg2.connect(**kwargs)
+    except psycopg2.Error as exc:
+        # libpq may echo a parameter's value (a password pasted into the wrong field); the
+        # error is raised below, outside this block, so that not even __context__ holds it.
+        failure = exc
+    else:
+        if autocommit:  # psycopg2's default is a transaction per block
+            conn.autocommit = True
+        return conn
+    cause = redacted(failure, target.secrets())
+    if isinstance(failure, psycopg2.OperationalError):
+        error: Exception = DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {target.describe()}: {first_line(cause)}")
+    else:  # an unknown option in a mapping, which libpq refuses before any network
+        error = ConfigurationError(f"invalid connection parameters from {target.source}: "
+                                   f"{first_line(cause)}")
+    raise error from cause
+
+
+@contextlib.contextmanager
+def session(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT, action: str = "query",
+            *, autocommit: bool = False) -> Iterator[Any]:
+    """A connection of its own, closed on leaving; errors in the block become the package's."""
+    with contextlib.closing(connect(target, timeout, autocommit=autocommit)) as conn, \
+            wrap_exceptions(target, action):
+        yield conn
+
+
+@contextlib.contextmanager
+def cursor(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+           action: str = "query") -> Iterator[Any]:
+    """An autocommit cursor: each statement is its own transaction. Errors become the package's."""
+    with session(target, timeout, action, autocommit=True) as conn, conn.cursor() as cur:
+        yield cur
+
+
+@contextlib.contextmanager
+def transaction(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+                action: str = "query") -> Iterator[Any]:
+    """A cursor in one transaction: committed on leaving, rolled back on any error."""
+    with session(target, timeout, action) as conn, conn, conn.cursor() as cur:
+        yield cur
+
+
+def rows(cur: Any, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The statement's rows as dicts, by column name."""
+    cur.execute(sql, params)
+    columns = [column.name for column in cur.description]
+    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def count_rows(cur: Any, table: str) -> int:
+    cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
+    return cur.fetchone()[0]
+
+
+# -- errors ------------------------------------------------------------------------------------
 
 def is_connection_lost(exc: psycopg2.Error) -> bool:
     """True when ``exc`` says the connection, not the statement, failed.
@@ -63,7 +170,7 @@ def is_transient(exc: psycopg2.Error) -> bool:
     return code is not None and code.startswith(_TRANSIENT)
 
 
-def translate(exc: psycopg2.Error, target: Target, action: str = "query") -> Exception:
+def translate(exc: psycopg2.Error, target: Endpoint, action: str = "query") -> Exception:
     """The package's error for a psycopg2 error that happened while doing ``action``."""
     secrets = target.secrets()
     exc.args = tuple(scrub(arg, secrets) if isinstance(arg, str) else arg for arg in exc.args)
@@ -89,7 +196,7 @@ def translate(exc: psycopg2.Error, target: Target, action: str = "query") -> Exc
 
 
 @contextlib.contextmanager
-def wrap_exceptions(target: Target, action: str = "query") -> Iterator[None]:
+def wrap_exceptions(target: Endpoint, action: str = "query") -> Iterator[None]:
     """Translate any psycopg2 error raised in the block; see :func:`translate`."""
     try:
         yield
@@ -98,4 +205,155 @@ def wrap_exceptions(target: Target, action: str = "query") -> Iterator[None]:
         raise error from error.__cause__
 
 
-__all__ = ["connect", "is_connection_lost", "is_transient", "translate", "wrap_exceptions"]
+# -- a worker's connection ---------------------------------------------------------------------
+
+class Connector:
+    """One lazily opened connection in autocommit mode, shared between threads behind a lock,
+    reopened after the server dropped it, never reused in a forked child.
+
+    Autocommit: each statement is its own transaction, so an error can never leave the
+    connection in an aborted transaction, and nothing relies on session state (it works the
+    same through PgBouncer in transaction mode). ``resolve`` gives the target at the first
+    statement, so constructing a connector never touches the network. ``dead_peer``: seconds
+    within which libpq's keepalives and ``tcp_user_timeout`` fail a statement on a silent
+    network, unless the DSN sets its own.
+    """
+
+    def __init__(self, resolve: Callable[[], Endpoint], *,
+                 connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT, outage: float = 10.0,
+                 dead_peer: float = 10.0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
+        self._resolve = resolve
+        self._target: Endpoint | None = None
+        self.connect_timeout = connect_timeout
+        self.outage = float(outage)
+        self.dead_peer = dead_peer if math.isfinite(dead_peer) else 10.0
+        self.sleep = sleep
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.round_trips = 0
+        self._conn: Any = None
+        self._pid = os.getpid()
+        self.orphans: list[Any] = []  # a parent's connections, kept so a child never closes them
+        #: Called (under the lock) when a forked child first uses this connector.
+        self.after_fork: list[Callable[[], None]] = []
+
+    @property
+    def target(self) -> Endpoint:
+        if self._target is None:
+            self._target = self._resolve()
+        return self._target
+
+    @property
+    def connected(self) -> bool:
+        """True while an open connection is held."""
+        return self._conn is not None and not self._conn.closed
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process of the open connection (pg_stat_activity.pid), if any."""
+        return self._conn.info.backend_pid if self.connected else None
+
+    def connection(self) -> Any:
+        """The open connection, opened (or reopened) if needed. Call with the lock held."""
+        if self._pid != os.getpid():
+            # A forked child: closing the parent's socket would end the parent's session.
+            if self._conn is not None:
+                self.orphans.append(self._conn)
+            self._conn, self._pid = None, os.getpid()
+            for hook in self.after_fork:
+                hook()
+        if self._conn is None or self._conn.closed:
+            self._conn = None
+            conn = connect(self.target, self.connect_timeout, **self._defaults())
+            conn.autocommit = True
+            self._conn = conn
+        return self._conn
+
+    def _defaults(self) -> dict[str, Any]:
+        """What the connection gets unless the DSN says otherwise: a name for pg_stat_activity,
+        and libpq's dead-peer detection, so that a silent network (a partition, a dead host)
+        fails a statement in time, instead of after the kernel's ~15 minutes."""
+        bound = self.dead_peer
+        defaults: dict[str, Any] = {
+            "application_name": f"jr-checkpoint pid {os.getpid()}",
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(bound / 2)),
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": max(1000, int(bound * 1000)),
+        }
+        return {key: value for key, value in defaults.items() if key not in self.target.params}
+
+    def drop(self) -> None:
+        """Close the connection (this process's own only)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            try:
+                conn.close()
+            except Exception:  # already broken
+                pass
+
+    def close(self) -> None:
+        with self.lock:
+            if self._pid == os.getpid():
+                self.drop()
+            self._conn = None
+
+    def translate(self, exc: BaseException, name: str) -> Exception:
+        if isinstance(exc, DatabaseUnavailable):
+            return exc
+        return translate(exc, self.target, name)
+
+    def run(self, name: str, params: Mapping[str, Any] | tuple | None = None, fetch: str = "one",
+            *, patient: bool = False, sql: str | None = None) -> Any:
+        """Send one named statement (``QUERIES[name]``, or ``sql``) and fetch ``"one"`` row,
+        ``"all"`` rows or ``"none"`` (the row count).
+
+        A worker's statements are ``patient``: while the connection keeps dropping, or the
+        server cannot take them for now, it is reopened and the statement sent again (each is
+        idempotent) for up to ``outage`` seconds from the first failure; then the call fails
+        with :class:`DatabaseUnavailable`. Others (the command line's) try once, and once more
+        on a connection that was idle and found dead.
+        """
+        text = QUERIES[name] if sql is None else sql
+        deadline = None  # the outage clock runs from the first failure
+        delay, tries = 0.05, 0
+        while True:
+            tries += 1
+            with self.lock:
+                stale = self.connected  # a connection from before may have died since
+                try:
+                    conn = self.connection()
+                    with conn.cursor() as cur:
+                        self.round_trips += 1
+                        cur.execute(text, params)
+                        if fetch == "one":
+                            return cur.fetchone()
+                        if fetch == "all":
+                            return cur.fetchall()
+                        return cur.rowcount
+                except (psycopg2.Error, DatabaseUnavailable) as exc:
+                    error = self.translate(exc, name)
+                    if not isinstance(error, DatabaseUnavailable):
+                        raise error from error.__cause__
+                    self.drop()
+                    if deadline is None:
+                        deadline = self.clock() + self.outage
+                except ValueError as exc:  # psycopg2 refuses some values (NUL bytes) before sending
+                    raise StoreError(f"{name} failed: {first_line(exc)}") from None
+            if not patient:
+                if stale and tries == 1:
+                    continue  # the server dropped an idle connection: one fresh try
+                raise error from error.__cause__
+            if self.clock() >= deadline:
+                raise error from error.__cause__
+            logger.info("checkpoint connection lost (%s); trying again", error,
+                        extra={"action": "reconnecting"})
+            self.sleep(min(delay, max(0.0, deadline - self.clock())))
+            delay = min(delay * 2, 0.5)
+
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "Connector", "DsnSyntaxError", "Endpoint", "connect", "count_rows",
+           "cursor", "is_connection_lost", "is_transient", "make_dsn", "parse_dsn", "rows", "session",
+           "transaction", "translate", "wrap_exceptions"]

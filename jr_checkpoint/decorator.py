@@ -21,21 +21,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
 from typing import Any
 
 import wrapt
 
-from . import telemetry
-from .call import TaskRun, describe_error, safe_text
+from . import hooks, telemetry
 from .errors import TaskExhaustedError
 from .log import emit
+from .options import Options, TaskIdGetter
 from .steps import StepSequence, is_task_id
 from .store import CheckpointStore
+from .task_run import TaskRun
+from .text import describe_error, safe_text
 
 logger = logging.getLogger(__name__)
-
-TaskIdGetter = Callable[[Any, tuple, dict], Any]
 
 _frames: contextvars.ContextVar[tuple[TaskRun, ...]] = contextvars.ContextVar(
     "jr_checkpoint_frames", default=()
@@ -43,43 +42,6 @@ _frames: contextvars.ContextVar[tuple[TaskRun, ...]] = contextvars.ContextVar(
 _queue_tasks: contextvars.ContextVar[tuple[_QueueTask, ...]] = contextvars.ContextVar(
     "jr_checkpoint_queue_tasks", default=()
 )
-
-
-@dataclass(frozen=True)
-class Options:
-    store: CheckpointStore | None = None
-    dsn: Any = None
-    task_id: TaskIdGetter | None = None
-    enabled: bool = True
-    wait: float | None = 0.0
-    max_attempts: int | None = None
-    on_exhausted: Callable[[int, dict | None], Any] | None = None
-    on_task_finished: Callable[[dict, str], Any] | None = None
-    clock: Callable[[], float] = time.perf_counter
-
-    def __post_init__(self) -> None:
-        if self.wait is not None and not (isinstance(self.wait, (int, float)) and self.wait >= 0):
-            raise ValueError(f"wait must be a number of seconds >= 0 or None, not {self.wait!r}")
-        if self.max_attempts is not None and not (
-            isinstance(self.max_attempts, int) and self.max_attempts >= 1
-        ):
-            raise ValueError(f"max_attempts must be an integer >= 1 or None, not {self.max_attempts!r}")
-        for name in ("task_id", "on_exhausted", "on_task_finished", "clock"):
-            value = getattr(self, name)
-            if value is not None and not callable(value):
-                raise TypeError(f"{name} must be callable, not {type(value).__name__}")
-
-
-OPTION_NAMES = tuple(f.name for f in fields(Options))
-
-
-def make_options(**options: Any) -> Options:
-    """Options from keywords; a misspelled or ill-typed option fails here, at the call."""
-    unknown = sorted(set(options) - set(OPTION_NAMES))
-    if unknown:
-        raise TypeError(f"unknown option(s) {', '.join(map(repr, unknown))}; "
-                        f"expected some of {', '.join(OPTION_NAMES)}")
-    return Options(**options)
 
 
 class _QueueTask:
@@ -278,7 +240,7 @@ class StepSequenceWrapper:
                 try:
                     run.begin()
                 except TaskExhaustedError:
-                    run.report(self.options.on_task_finished)
+                    hooks.task_finished(run, self.options.on_task_finished)
                     raise
                 _hook_class(type(instance))
             token = _frames.set((*frames, run))
@@ -288,14 +250,14 @@ class StepSequenceWrapper:
                 run.finish(completed=False)
                 span.set_outcome("nested" if nested else run.outcome)  # None: from the exception
                 if not nested:
-                    run.report(self.options.on_task_finished)
+                    hooks.task_finished(run, self.options.on_task_finished)
                 raise
             finally:
                 _frames.reset(token)
             run.finish(completed=run.all_succeeded())
             span.set_outcome("nested" if nested else run.outcome)
         if not nested:
-            run.report(self.options.on_task_finished)
+            hooks.task_finished(run, self.options.on_task_finished)
         return result
 
 

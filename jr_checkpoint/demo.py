@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg2.extensions
-
-from . import reports, schema
-from .dsn import ENV_DSN, Target
+from . import db, reports, schema
+from .dsn import DEFAULT_CONNECT_TIMEOUT, ENV_DSN, Target
 from .errors import CheckpointError
 from .install import install, installed, uninstall
 from .store import CheckpointStore
@@ -155,7 +153,7 @@ def _end_with_parent(parent: int) -> None:
 def _child_env(target: Target) -> dict[str, str]:
     env = dict(os.environ)
     if target.params:
-        env[ENV_DSN] = psycopg2.extensions.make_dsn(**target.params)
+        env[ENV_DSN] = db.make_dsn(**target.params)
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return env
@@ -261,7 +259,7 @@ def _second_outcomes(results: list[dict], count: int) -> list[str]:
 
 
 def run(target: Target, out: Callable[[str], None] = lambda line: None,
-        connect_timeout: float | None = 5) -> DemoReport:
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> DemoReport:
     """The whole demo on ``target``: tables, a crash, a resume; the task's history is kept."""
     schema.create_tables(target, connect_timeout)
     out("tables ready: jr_step_rewards, jr_task_checkpoints (created if they were missing)")

@@ -12,18 +12,16 @@ import importlib
 import os
 import re
 import sys
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg2
-import psycopg2.extensions
-
-from .errors import ConfigurationError, DatabaseUnavailable
+from . import db
+from .db import DEFAULT_CONNECT_TIMEOUT
+from .errors import ConfigurationError
+from .text import MASK, first_line, redacted, scrub, secret_spellings
 
 ENV_DSN = "JR_CHECKPOINT_DSN"
-DEFAULT_CONNECT_TIMEOUT = 5
 SECRETS_MODULE = "lib.secrets_loader"
 
 # psycopg2 accepts the older spelling "database"; describe() and connect() want one name.
@@ -31,7 +29,6 @@ _ALIASES = {"database": "dbname"}
 
 #: Connection parameters whose values are secrets: never in a message, a repr or a cause.
 SECRET_PARAMETERS = ("password", "sslpassword")
-MASK = "********"
 
 
 @dataclass(frozen=True, repr=False)
@@ -50,7 +47,7 @@ class Target:
 
     def secrets(self) -> list[str]:
         """The secret values in ``params``, as given and percent-encoded (as a URI holds them)."""
-        return _secret_spellings(str(self.params[key]) for key in SECRET_PARAMETERS if self.params.get(key))
+        return secret_spellings(str(self.params[key]) for key in SECRET_PARAMETERS if self.params.get(key))
 
     def describe(self) -> str:
         """host, port and database, as libpq would use them; never the password."""
@@ -58,70 +55,16 @@ class Target:
         host = p.get("host") or os.environ.get("PGHOST") or "local socket"
         port = p.get("port") or os.environ.get("PGPORT") or "5432"
         user = p.get("user") or os.environ.get("PGUSER")
-        db = p.get("dbname") or os.environ.get("PGDATABASE") or user or "(default)"
-        return scrub(f"host={host} port={port} dbname={db}", self.secrets())
+        name = p.get("dbname") or os.environ.get("PGDATABASE") or user or "(default)"
+        return scrub(f"host={host} port={port} dbname={name}", self.secrets())
 
-    def connect(self, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT, **extra: Any):
-        """Open a psycopg2 connection, bounded by ``connect_timeout`` seconds.
-
-        Raises :class:`DatabaseUnavailable` with a one-line message naming the target.
-        """
-        kwargs = dict(self.params)
-        if connect_timeout is not None and "connect_timeout" not in kwargs:
-            # libpq takes whole seconds; 0 would mean "wait forever".
-            kwargs["connect_timeout"] = max(1, int(round(connect_timeout)))
-        kwargs.update(extra)
-        try:
-            return psycopg2.connect(**kwargs)
-        except psycopg2.Error as exc:
-            # libpq may echo a parameter's value (a password pasted into the wrong field); the
-            # error is raised below, outside this block, so that not even __context__ holds it.
-            failure = exc
-        cause = redacted(failure, self.secrets())
-        if isinstance(failure, psycopg2.OperationalError):
-            error: Exception = DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {self.describe()}: {first_line(cause)}")
-        else:  # an unknown option in a mapping, which libpq refuses before any network
-            error = ConfigurationError(f"invalid connection parameters from {self.source}: "
-                                       f"{first_line(cause)}")
-        raise error from cause
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
-
-
-def _secret_spellings(values: Iterable[str]) -> list[str]:
-    spellings = set()
-    for value in values:
-        spellings.update({value, urllib.parse.quote(value, safe=""), urllib.parse.quote(value)})
-    return sorted(spellings - {""}, key=len, reverse=True)  # the longest first: no partial masks
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of each secret replaced by a mask."""
-    for secret in secrets:
-        text = text.replace(secret, MASK)
-    return text
+    def connect(self, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT, **extra: Any) -> Any:
+        """A connection, bounded by ``connect_timeout`` seconds: :func:`jr_checkpoint.db.connect`."""
+        return db.connect(self, connect_timeout, **extra)
 
 
 def _scrub_value(value: Any, secrets: Iterable[str]) -> Any:
     return scrub(value, secrets) if isinstance(value, str) else value
-
-
-def redacted(exc: BaseException, secrets: Iterable[str] = (), text: str | None = None) -> BaseException:
-    """A stand-in for ``exc`` to chain from: its type, its text with the secrets masked, no chain.
-
-    The original's own ``__cause__``/``__context__`` and attributes (psycopg2's ``pgerror``,
-    ``diag``) are left behind, since any of them may quote the secret.
-    """
-    message = scrub(str(exc) if text is None else text, secrets)
-    try:
-        copy = type(exc)(message)
-    except Exception:  # an exception type whose constructor wants more than a message
-        copy = RuntimeError(f"{type(exc).__name__}: {message}")
-    return copy
 
 
 def _normalize(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,8 +82,8 @@ _PASSWORD = re.compile(r"password|://[^/@]*:[^/@]*@", re.IGNORECASE)
 
 def _parse(dsn: str, source: str) -> Target:
     try:
-        return Target(_normalize(psycopg2.extensions.parse_dsn(dsn)), source)
-    except psycopg2.ProgrammingError as exc:
+        return Target(_normalize(db.parse_dsn(dsn)), source)
+    except db.DsnSyntaxError as exc:
         failure = exc
     # Raised here, outside the except block, so that __context__ does not hold the raw error.
     # libpq quotes the offending fragment, which may be a piece of an unquoted password, or the

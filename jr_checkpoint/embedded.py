@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import db
 from . import dsn as dsn_module
 from .errors import ConfigurationError, DatabaseUnavailable
 
@@ -205,9 +206,7 @@ def _cause(exc: BaseException, log: list[str]) -> str:
 
 def database_uri(target: dsn_module.Target, dbname: str) -> str:
     """The same server as ``target``, another database."""
-    import psycopg2.extensions
-
-    return psycopg2.extensions.make_dsn(**{**target.params, "dbname": dbname})
+    return db.make_dsn(**{**target.params, "dbname": dbname})
 
 
 __all__ = ["INSTALL_HINT", "available", "configured", "database_uri", "default_data_dir",

@@ -7,14 +7,13 @@ the same data in a shape that is kept stable across releases (docs/history.md).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from typing import Any
 
 from . import db
 from . import dsn as dsn_module
+from .schema import LOCK_NAMESPACE
 from .sql import REPORTS
-from .store import LOCK_NAMESPACE
 
 #: How an attempt can end (jr_task_attempts.outcome); 'running' while it has not.
 OUTCOMES = ("running", "finished", "failed", "died", "lost", "exhausted", "unchecked")
@@ -53,8 +52,7 @@ def read_task(cur: Any, task_id: int) -> dict[str, Any] | None:
 def load_task(target: dsn_module.Target, task_id: int, *,
               connect_timeout: float | None = dsn_module.DEFAULT_CONNECT_TIMEOUT) -> dict[str, Any] | None:
     """:func:`read_task` on a connection of its own; database errors become the package's."""
-    with contextlib.closing(db.connect(target, connect_timeout, autocommit=True)) as conn, \
-            db.wrap_exceptions(target), conn.cursor() as cur:
+    with db.cursor(target, connect_timeout) as cur:
         return read_task(cur, task_id)
 
 

@@ -25,6 +25,7 @@ import wrapt
 
 from . import decorator
 from .log import emit
+from .options import Options, make_options
 from .store import CheckpointStore
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ _MISSING = object()
 class _Installation:
     store: CheckpointStore
     owns_store: bool
-    options: decorator.Options
+    options: Options
     explicit: bool  # targets named by the caller: a missing one is worth a warning
     patched: list[tuple[type, str, Any]] = field(default_factory=list)
     wrappers: list[decorator.StepSequenceWrapper] = field(default_factory=list)
@@ -198,7 +199,7 @@ def install(
             options["on_task_finished"] = named_hook(options["on_task_finished"])
         ledger = store or CheckpointStore(dsn)
         installation = _Installation(ledger, store is None,
-                                     decorator.make_options(store=ledger, **options),
+                                     make_options(store=ledger, **options),
                                      explicit=target is not None)
         _current = installation
         for spec in targets:

@@ -1,7 +1,8 @@
 """What the command line shows about the ledger: status, stats, prune; durations; tables.
 
-The figures are computed by PostgreSQL (``sql/reports.sql``); this module only fetches them
-and lays them out as lines of text. It never prints: ``cli.py`` does.
+The figures are computed by PostgreSQL (``sql/reports.sql``, through :mod:`jr_checkpoint.db`);
+this module only fetches them and lays them out as lines of text. It never prints: the
+command line does.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def concurrently(target: Target, connect_timeout: float | None,
     any, raised (after the block's own, which comes first).
     """
     def run() -> Any:
-        with cursor(target, connect_timeout) as cur:
+        with db.cursor(target, connect_timeout) as cur:
             return job(cur)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -59,31 +60,22 @@ def concurrently(target: Target, connect_timeout: float | None,
         future.result()
 
 
-@contextlib.contextmanager
-def cursor(target: Target, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> Iterator[Any]:
-    """An autocommit cursor: each statement is its own transaction. Errors become the package's."""
-    with contextlib.closing(db.connect(target, connect_timeout, autocommit=True)) as conn, \
-            db.wrap_exceptions(target), conn.cursor() as cur:
-        yield cur
-
-
-def _rows(cur: Any, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    cur.execute(REPORTS[name], params)
-    columns = [column.name for column in cur.description]
-    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+def rows(cur: Any, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the report query ``name`` as dicts."""
+    return db.rows(cur, REPORTS[name], params)
 
 
 def stats(target: Target, since_seconds: int | None = None, *, limit: int = 5,
           connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> dict[str, Any]:
     """Per step type, then the slowest and the most-failing steps, over the window (or all time)."""
-    with cursor(target, connect_timeout) as cur:
+    with db.cursor(target, connect_timeout) as cur:
         cur.execute(REPORTS["window_start"], {"seconds": since_seconds})
         params = {"since": cur.fetchone()[0], "limit": limit}  # one start for every query
         # The most-failing steps on a second connection while this one counts the step types:
         # PostgreSQL runs a statement on one core (a few when in parallel), so both cores work.
         with concurrently(target, connect_timeout, lambda other: _failing(other, params)) as failing:
             by_type = _by_type(cur, params, all_time=since_seconds is None)
-            slowest = _rows(cur, "stats_slowest", params)
+            slowest = rows(cur, "stats_slowest", params)
     total, types = None, []
     for row in by_type:
         if row.pop("is_total"):
@@ -108,7 +100,7 @@ def _by_type(cur: Any, params: dict[str, Any], *, all_time: bool) -> list[dict[s
 
 def _failing(cur: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The most-failing groups (stats_failing), each with its step count and last error."""
-    failing = _rows(cur, "stats_failing", params)
+    failing = rows(cur, "stats_failing", params)
     if failing:
         cur.execute(REPORTS["stats_failing_steps"], {
             **params, "types": [row["step_type"] for row in failing],
@@ -127,7 +119,7 @@ def prune(target: Target, older_than_seconds: int, *, batch: int = PRUNE_BATCH,
     transaction, so no lock is held for long.
     """
     deleted = 0
-    with cursor(target, connect_timeout) as cur:
+    with db.cursor(target, connect_timeout) as cur:
         cur.execute(REPORTS["prune_cutoff"], {"seconds": older_than_seconds})
         (cutoff,) = cur.fetchone()
         params = {"cutoff": cutoff, "batch": batch}
@@ -146,7 +138,7 @@ def prune(target: Target, older_than_seconds: int, *, batch: int = PRUNE_BATCH,
 
 
 def next_demo_task_id(target: Target) -> int:
-    with cursor(target) as cur:
+    with db.cursor(target) as cur:
         cur.execute(REPORTS["next_demo_task_id"])
         return int(cur.fetchone()[0])
 
@@ -277,5 +269,5 @@ def _duration_text(seconds: int) -> str:
     return f"{seconds}s"
 
 
-__all__ = ["PRUNE_BATCH", "concurrently", "cursor", "next_demo_task_id", "parse_duration", "prune", "stats",
+__all__ = ["PRUNE_BATCH", "concurrently", "next_demo_task_id", "parse_duration", "prune", "rows", "stats",
            "stats_lines", "status_lines", "table"]

@@ -3,29 +3,26 @@ functions (``sql/functions.sql``)."""
 
 from __future__ import annotations
 
-from contextlib import closing
+import re
 from typing import NamedTuple
 
-from psycopg2 import sql as pgsql
-
 from . import db
-from .dsn import Target
+from .db import DEFAULT_CONNECT_TIMEOUT, Endpoint
 from .shape import read_shape
-from .sql import ADMIN, FUNCTIONS, QUERIES, SCHEMA, TABLES
-from .store import LOCK_NAMESPACE
+from .sql import ADMIN, FUNCTIONS, QUERIES, SCHEMA, TABLES, function_signatures
+
+#: First key of the advisory lock that serializes migrations (transaction-scoped); the
+#: dashboard's task states ask whether a migration holds it.
+LOCK_NAMESPACE = 0x6A72636B  # "jrck"
 
 TABLE_NAMES = tuple(TABLES)
 
-#: The functions a worker calls (sql/functions.sql), as ``name(argument types)``: ``migrate
-#: --check`` verifies that each exists and that the connecting role may EXECUTE it.
-WORKER_FUNCTIONS: tuple[str, ...] = (
-    "jr_checkpoint_begin_v2(integer, integer, text, double precision, jsonb, text)",
-    "jr_checkpoint_record_step_v2(integer, text, integer, varchar, text, varchar, varchar, integer,"
-    " text, integer, integer, double precision, text, integer, integer[], integer[], integer[])",
-    "jr_checkpoint_end_v2(integer, text, boolean, boolean, text, integer, integer[], integer[], integer[])",
-    "jr_checkpoint_renew_v2(integer, text, double precision)",
-    "jr_checkpoint_note_unchecked_v2(integer, jsonb, integer[], integer[])",
-)
+#: The functions a worker calls (those of sql/functions.sql that a query of sql/queries.sql
+#: calls, not drops), as ``name(argument types)``: ``migrate --check`` verifies that each
+#: exists and that the connecting role may EXECUTE it.
+WORKER_FUNCTIONS: tuple[str, ...] = tuple(
+    signature for name, signature in function_signatures(FUNCTIONS).items()
+    if any(re.search(rf"(?<!EXISTS ){name}\(", query) for query in QUERIES.values()))
 
 
 class Migration(NamedTuple):
@@ -48,12 +45,13 @@ class Check(NamedTuple):
     notes: list[str]
 
 
-def create_tables(target: Target, connect_timeout: float | None = 5) -> dict[str, int]:
+def create_tables(target: Endpoint,
+                  connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> dict[str, int]:
     """Create the tables and indexes if missing; return each table's row count."""
     return migrate(target, connect_timeout).counts
 
 
-def migrate(target: Target, connect_timeout: float | None = 5) -> Migration:
+def migrate(target: Endpoint, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> Migration:
     """Create the tables, indexes and functions that are missing (see :class:`Migration`).
 
     A table that exists keeps its columns, whatever their shape: this never alters or drops
@@ -65,7 +63,7 @@ def migrate(target: Target, connect_timeout: float | None = 5) -> Migration:
     what exists is read after the lock, so of several migrations at once exactly one says it
     created the tables.
     """
-    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "migration"):
+    with db.session(target, connect_timeout, "migration") as conn:
         with conn, conn.cursor() as cur:  # commits, or rolls back on any error
             cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
             cur.execute(QUERIES["live_shape"])
@@ -79,41 +77,29 @@ def migrate(target: Target, connect_timeout: float | None = 5) -> Migration:
         # gone by then, so a big table's count never holds up the workers that write it.
         conn.autocommit = True
         with conn.cursor() as cur:
-            counts = {}
-            for table in TABLE_NAMES:
-                cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
-                counts[table] = cur.fetchone()[0]
+            counts = {table: db.count_rows(cur, table) for table in TABLE_NAMES}
     return Migration(counts, [table for table in TABLE_NAMES if table not in before],
                      list(shape.notes), list(shape.problems), old)
 
 
-def drop_old_functions(target: Target, connect_timeout: float | None = 5) -> int:
+def drop_old_functions(target: Endpoint, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> int:
     """Drop the previous release's functions (``migrate --drop-old``); how many there were.
 
     Its workers then fail to record (and run unchecked): run it once none is left."""
-    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "drop"):
-        with conn, conn.cursor() as cur:
-            cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
-            cur.execute(QUERIES["old_functions"])
-            (old,) = cur.fetchone()
-            cur.execute(QUERIES["drop_old_functions"])
+    with db.transaction(target, connect_timeout, "drop") as cur:
+        cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
+        cur.execute(QUERIES["old_functions"])
+        (old,) = cur.fetchone()
+        cur.execute(QUERIES["drop_old_functions"])
     return old
 
 
-def check(target: Target, connect_timeout: float | None = 5) -> Check:
+def check(target: Endpoint, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> Check:
     """``migrate --check``: the schema's problems, else what the connecting role lacks (one
     line); and the differences the ledger lives with."""
-    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):
-        with conn, conn.cursor() as cur:
-            shape = read_shape(cur)
-            return Check(list(shape.problems) or _privilege_problems(cur), list(shape.notes))
-
-
-def check_tables(target: Target, connect_timeout: float | None = 5) -> list[str]:
-    """What stops the ledger: missing tables, columns and keys, wrong types (see shape.py)."""
-    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "schema check"):
-        with conn, conn.cursor() as cur:
-            return _table_problems(cur)
+    with db.transaction(target, connect_timeout, "schema check") as cur:
+        shape = read_shape(cur)
+        return Check(list(shape.problems) or _privilege_problems(cur), list(shape.notes))
 
 
 def _privilege_problems(cur) -> list[str]:
@@ -135,12 +121,7 @@ def _privilege_problems(cur) -> list[str]:
     return problems
 
 
-def _table_problems(cur) -> list[str]:
-    return list(read_shape(cur).problems)
-
-
-def drop_tables(target: Target, connect_timeout: float | None = 5) -> None:
-    with closing(db.connect(target, connect_timeout)) as conn, db.wrap_exceptions(target, "drop"):
-        with conn, conn.cursor() as cur:
-            cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
-            cur.execute(QUERIES["drop_tables"])
+def drop_tables(target: Endpoint, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> None:
+    with db.transaction(target, connect_timeout, "drop") as cur:
+        cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
+        cur.execute(QUERIES["drop_tables"])

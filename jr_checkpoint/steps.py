@@ -31,12 +31,18 @@ SUCCESS, FAILED, ERROR = "success", "failed", "error"
 #: Bumped whenever identity() changes meaning, so old digests never match new ones by chance.
 IDENTITY_VERSION = "jr-checkpoint/2"
 
-_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+#: PostgreSQL's INTEGER range.
+INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
+
+
+def fits_int4(value: Any) -> bool:
+    """A plain Python int (not a bool, a float, a string, a subclass) in PostgreSQL's INTEGER range."""
+    return type(value) is int and INT4_MIN <= value <= INT4_MAX
 
 
 def is_task_id(value: Any) -> bool:
     """The seed's column is INTEGER: a real int (not a bool) in PostgreSQL's range."""
-    return isinstance(value, int) and not isinstance(value, bool) and _INT4_MIN <= value <= _INT4_MAX
+    return isinstance(value, int) and not isinstance(value, bool) and fits_int4(int(value))
 
 
 def parse_task_id(text: str) -> int | None:
@@ -337,6 +343,6 @@ class SlotPlan:
         return slot
 
 
-__all__ = ["ERROR", "FAILED", "SUCCESS", "Row", "SlotPlan", "StepSequence", "canonical_json",
-           "digest", "host_hash", "identity", "is_task_id", "legacy_hash", "parse_task_id", "step_type",
-           "skipped_result", "target_file"]
+__all__ = ["ERROR", "FAILED", "INT4_MAX", "INT4_MIN", "SUCCESS", "Row", "SlotPlan", "StepSequence",
+           "canonical_json", "digest", "fits_int4", "host_hash", "identity", "is_task_id", "legacy_hash",
+           "parse_task_id", "step_type", "skipped_result", "target_file"]

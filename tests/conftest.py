@@ -233,17 +233,9 @@ def query(dsn_value: str, sql: str, params=None):
 
 
 def named(dsn_value: str, application_name: str) -> str:
-    """``dsn_value`` with an application_name, so that a store's session can be found in
-    pg_stat_activity (see :func:`backend_pid`)."""
+    """``dsn_value`` with an application_name, so that a store's session can be told apart
+    from the test's own in pg_stat_activity."""
     return psycopg2.extensions.make_dsn(dsn_value, application_name=application_name)
-
-
-def backend_pid(dsn_value: str, application_name: str) -> int | None:
-    """The server pid of the one session named ``application_name``, or None if there is none."""
-    rows = query(dsn_value, "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                 (application_name,))
-    assert len(rows) <= 1, f"{len(rows)} sessions named {application_name!r}"
-    return rows[0][0] if rows else None
 
 
 def record_row(store, task_id: int, step_number: int, **fields):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from jr_checkpoint.errors import TaskOwnershipLost
-from jr_checkpoint.store import StepRecord, TaskState
+from jr_checkpoint.ledger import StepRecord, TaskState
 
 
 class FileExecutor:
@@ -80,7 +80,8 @@ class FileExecutor:
 
 
 class FakeStore:
-    """The part of CheckpointStore the decorator uses, in memory, counting calls."""
+    """The part of CheckpointStore the decorator uses (jr_checkpoint.ledger.Ledger), in memory,
+    counting calls."""
 
     def __init__(self):
         self.rows: dict[tuple[int, int], dict] = {}
@@ -92,6 +93,8 @@ class FakeStore:
         self.unchecked: list[tuple] = []
         self.lease = 30.0
         self.clock = time.monotonic
+        self.target = None  # no database: an on_task_finished hook hears nothing
+        self.connect_timeout = 5
         self.leases: dict[tuple[int, str], float] = {}
         self.lock = threading.Lock()
 

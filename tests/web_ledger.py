@@ -9,7 +9,7 @@ import json
 
 import psycopg2
 
-from jr_checkpoint.store import LOCK_NAMESPACE
+from jr_checkpoint.schema import LOCK_NAMESPACE
 
 HOSTILE = '<script>alert("pwned")</script> & \' "'
 

@@ -61,6 +61,20 @@ def expected_columns(schema: str) -> dict[str, dict[str, str]]:
     return tables
 
 
+_FUNCTION = re.compile(r"CREATE OR REPLACE FUNCTION (\w+)\((.*?)\)\s*RETURNS", re.DOTALL)
+
+
+def function_signatures(text: str) -> dict[str, str]:
+    """Each function ``functions.sql`` creates -> ``name(argument types)``, as PostgreSQL's
+    ``regprocedure`` reads it (the argument names and defaults left out)."""
+    signatures = {}
+    for name, arguments in _FUNCTION.findall(text):
+        types = [" ".join(argument.split()[1:]).split(" DEFAULT ")[0]
+                 for argument in arguments.split(",") if argument.strip()]
+        signatures[name] = f"{name}({', '.join(types)})"
+    return signatures
+
+
 SCHEMA = read("schema.sql")
 FUNCTIONS = read("functions.sql")  # created by the migration after the seed's tables
 QUERIES = parse_queries(read("queries.sql"))

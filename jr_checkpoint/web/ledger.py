@@ -1,4 +1,4 @@
-"""What the dashboard reads: the queries of ``sql/reports.sql``, through ``reports.cursor``.
+"""What the dashboard reads: the queries of ``sql/reports.sql``, through :mod:`jr_checkpoint.db`.
 
 The JSON endpoints return these dicts as they are, so they hold the same data as the
 command line's ``--json``: a task is ``history.load_task`` (as ``status --json``),
@@ -11,12 +11,13 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from .. import history, reports
-from ..dsn import Target
+from .. import db, history, reports
+from ..dsn import DEFAULT_CONNECT_TIMEOUT, Target
 from ..errors import ConfigurationError
+from ..reports import rows as _rows
+from ..schema import LOCK_NAMESPACE
 from ..sql import REPORTS
 from ..steps import is_task_id
-from ..store import LOCK_NAMESPACE
 
 STATES = ("running", "dead", "unfinished", "finished", "exhausted")
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "all": None}
@@ -46,12 +47,6 @@ class Cursor:
             raise ConfigurationError(f"bad 'before' cursor {text!r}: use the link of the page") from None
 
 
-def _rows(cur: Any, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    cur.execute(REPORTS[name], params)
-    columns = [column.name for column in cur.description]
-    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-
-
 def _task_rows(cur: Any, *, state: str | None = None, task_id: int | None = None,
                before: Cursor | None = None, limit: int = PAGE_SIZE) -> list[dict[str, Any]]:
     return _rows(cur, "web_tasks", {
@@ -61,9 +56,9 @@ def _task_rows(cur: Any, *, state: str | None = None, task_id: int | None = None
 
 
 def tasks(target: Target, *, state: str | None = None, before: Cursor | None = None,
-          limit: int = PAGE_SIZE, connect_timeout: float | None = 5) -> dict[str, Any]:
+          limit: int = PAGE_SIZE, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> dict[str, Any]:
     """One page of tasks, newest activity first, and the cursor of the next page (or None)."""
-    with reports.cursor(target, connect_timeout) as cur:
+    with db.cursor(target, connect_timeout) as cur:
         rows = _task_rows(cur, state=state, before=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -73,14 +68,15 @@ def tasks(target: Target, *, state: str | None = None, before: Cursor | None = N
     return {"state": state, "tasks": rows, "next": str(following) if following else None}
 
 
-def task(target: Target, task_id: int, *, connect_timeout: float | None = 5) -> dict[str, Any] | None:
+def task(target: Target, task_id: int, *,
+         connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> dict[str, Any] | None:
     """``status --json``'s dict (its state, checkpoint, steps and attempts); None when nothing
     is recorded."""
     return history.load_task(target, task_id, connect_timeout=connect_timeout)
 
 
 def analytics(target: Target, since: str, *, top: int = 10,
-              connect_timeout: float | None = 5) -> dict[str, Any]:
+              connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> dict[str, Any]:
     """``stats --json``'s report over the window, plus attempts per task and outcomes over time."""
     seconds = WINDOWS[since]
     # The dashboard's own figures on a connection of their own, while stats runs.

@@ -20,7 +20,7 @@ import pytest
 import jr_checkpoint
 from jr_checkpoint import CheckpointStore, checkpointed_steps
 from jr_checkpoint.decorator import unhook_execute
-from tests.conftest import backend_pid, named, query, start_embedded_server
+from tests.conftest import named, query, start_embedded_server
 from tests.waiting import wait_until
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -256,12 +256,12 @@ def test_server_restart_mid_task_then_recording_goes_on(restarting, tmp_path, ca
              {"type": "db", "action": "restart"},
              {"type": "append", "path": "r.txt", "content": "b\n"},
              {"type": "append", "path": "r.txt", "content": "c\n"}]
-    old_backend = backend_pid(uri, "the store")
+    old_backend = store.connector.backend_pid
     results = make_executor(cls, tmp_path, 106).execute_steps(steps)
     assert [r["success"] for r in results] == [True] * 4
     assert (tmp_path / "r.txt").read_text() == "a\nb\nc\n"
     assert results_by_step(uri, 106) == dict.fromkeys(range(4), "success")
-    assert backend_pid(uri, "the store") not in (old_backend, None)
+    assert store.connector.backend_pid != old_backend
     assert query(uri, "SELECT count(*) FROM jr_task_checkpoints WHERE task_id = 106") == [(0,)]
     assert not any("unchecked" in m for m in caplog.messages)  # rode out the restart
 

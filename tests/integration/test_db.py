@@ -24,7 +24,7 @@ def test_reports_on_a_database_without_the_tables_say_run_migrate(empty_dsn, cap
 
 def test_a_failing_statement_is_a_store_error_naming_the_action(dsn):
     target = resolve(dsn)
-    with pytest.raises(StoreError) as info, reports.cursor(target) as cur:
+    with pytest.raises(StoreError) as info, db.cursor(target) as cur:
         cur.execute("SELECT 1 / 0")
     assert str(info.value) == f"query failed at {target.describe()}: division by zero"
     assert type(info.value).__name__ == "StoreError"
@@ -47,7 +47,7 @@ def wait_until_gone(dsn: str, pid: int, timeout: float = 10) -> None:
 
 def test_a_connection_the_server_dropped_is_database_unavailable(dsn):
     target = resolve(dsn)
-    with pytest.raises(DatabaseUnavailable) as info, reports.cursor(target) as cur:
+    with pytest.raises(DatabaseUnavailable) as info, db.cursor(target) as cur:
         cur.execute("SELECT pg_backend_pid()")
         (pid,) = cur.fetchone()
         assert query(dsn, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]

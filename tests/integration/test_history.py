@@ -8,7 +8,7 @@ import json
 import pytest
 
 import jr_checkpoint
-from jr_checkpoint import cli, history, reports
+from jr_checkpoint import cli, db, history, reports
 from jr_checkpoint.dsn import resolve
 from tests.attempt_story import DEAD_TASK, DEMO_TASK, MIXED_TASK, insert_story
 from tests.conftest import query
@@ -105,7 +105,7 @@ def test_trajectory_is_the_stable_shape(story):
     # the same through a resolved target, and on an open cursor
     assert jr_checkpoint.trajectory(DEMO_TASK, target=resolve(story)) == shape
     assert history.load_trajectory(resolve(story), DEMO_TASK) == shape
-    with reports.cursor(resolve(story)) as cur:
+    with db.cursor(resolve(story)) as cur:
         assert history.read_trajectory(cur, DEMO_TASK) == shape
     assert jr_checkpoint.trajectory(404, story) == {"task_id": 404, "state": "unknown", "steps": [],
                                                     "attempts": []}

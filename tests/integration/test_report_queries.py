@@ -14,7 +14,7 @@ import datetime
 import psycopg2
 import pytest
 
-from jr_checkpoint import reports
+from jr_checkpoint import db, reports
 from jr_checkpoint.dsn import resolve
 from jr_checkpoint.sql import REPORTS
 from jr_checkpoint.web import ledger
@@ -191,7 +191,7 @@ def slices_by_definition(dsn, lo, hi):
 
 
 def served_slices(dsn, lo, hi):
-    with reports.cursor(resolve(dsn)) as cur:
+    with db.cursor(resolve(dsn)) as cur:
         served = ledger.outcomes(cur, lo, hi)
     assert served["from"] == str(lo) and served["to"] == str(hi)
     assert all(set(ledger.OUTCOMES) <= set(s) for s in served["slices"])  # always there, 0 or not

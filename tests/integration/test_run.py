@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jr_checkpoint import run
+from jr_checkpoint import launcher
 
 JR_CHECKPOINT = [sys.executable, "-m", "jr_checkpoint"]
 
@@ -104,7 +104,7 @@ def test_an_install_that_fails_is_one_line_and_the_command_does_not_run(tmp_path
         "    jr_checkpoint.install = install\n")
     env = clean_env(PYTHONPATH=str(other))
     done = jr_run("--", sys.executable, "-c", REPORT, env=env)
-    assert (done.returncode, done.stdout) == (run.UNCHECKED_EXIT, "")
+    assert (done.returncode, done.stdout) == (launcher.UNCHECKED_EXIT, "")
     assert done.stderr == ("jr-checkpoint run: jr_checkpoint.install() failed in this Python "
                            f"({sys.executable}): "
                            "RuntimeError: no hooks today; not running it without checkpoints: install "
@@ -118,9 +118,10 @@ def test_an_install_that_fails_is_one_line_and_the_command_does_not_run(tmp_path
 
 
 def test_the_bootstrap_goes_first_on_pythonpath_once():
-    env = run.command_env(environ={"PYTHONPATH": f"/a{os.pathsep}{run.BOOTSTRAP_DIR}{os.pathsep}/b"})
-    assert env["PYTHONPATH"].split(os.pathsep) == [str(run.BOOTSTRAP_DIR), "/a", "/b"]
-    assert (run.BOOTSTRAP_DIR / "sitecustomize.py").is_file()
+    path = f"/a{os.pathsep}{launcher.BOOTSTRAP_DIR}{os.pathsep}/b"
+    env = launcher.command_env(environ={"PYTHONPATH": path})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(launcher.BOOTSTRAP_DIR), "/a", "/b"]
+    assert (launcher.BOOTSTRAP_DIR / "sitecustomize.py").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,7 @@ def bare_python(tmp_path_factory) -> Path:
 def test_a_python_without_jr_checkpoint_does_not_start_the_command(bare_python, tmp_path):
     ran = tmp_path / "ran"
     done = jr_run("--", str(bare_python), "-c", f"open({str(ran)!r}, 'w').close()")
-    assert (done.returncode, done.stdout, ran.exists()) == (run.UNCHECKED_EXIT, "", False)
+    assert (done.returncode, done.stdout, ran.exists()) == (launcher.UNCHECKED_EXIT, "", False)
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"jr-checkpoint run: this Python ({bare_python}) cannot import jr_checkpoint: "
                            "ModuleNotFoundError: ")
@@ -168,7 +169,7 @@ def test_a_flag_that_skips_the_bootstrap_is_refused_in_one_line():
             "--allow-unchecked"]
     done = jr_run("--allow-unchecked", "--", sys.executable, "-S", "-c", "print('ran')")
     assert (done.returncode, done.stdout) == (0, "ran\n")
-    assert run.skipped_bootstrap([sys.executable, "-u", "worker.py", "-E"]) is None  # the worker's own
+    assert launcher.skipped_bootstrap([sys.executable, "-u", "worker.py", "-E"]) is None  # the worker's own
 
 
 def test_no_command_is_one_line_and_exit_2():

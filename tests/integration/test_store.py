@@ -28,7 +28,7 @@ from jr_checkpoint.store import (
     CheckpointStore,
     StepRecord,
 )
-from tests.conftest import backend_pid, named, query, record_row
+from tests.conftest import named, query, record_row
 from tests.waiting import wait_until
 
 STEP_COLUMNS = ("step_number", "step_type", "target_file", "step_content_hash", "execution_result",
@@ -291,7 +291,7 @@ def test_hostile_values_are_stored_as_data(store, dsn):
     assert len(huge.encode()) == MAX_TEXT_BYTES and huge.endswith(SUFFIX)
     assert rows[5]["error_detail"] == "nul\\x00inside\\x00"
     assert table_counts(dsn) == (len(HOSTILE), 1)
-    assert schema.check_tables(resolve(dsn)) == []  # both tables intact
+    assert schema.check(resolve(dsn)).problems == []  # both tables intact
 
 
 @pytest.mark.parametrize("conforming", ["on", "off"])
@@ -529,20 +529,19 @@ def terminate(dsn: str, pid: int) -> None:
     assert query(dsn, "SELECT pg_terminate_backend(%s, 5000)", (pid,)) == [(True,)]
 
 
-def test_a_record_after_the_server_dropped_the_connection_succeeds(dsn):
-    with stores(named(dsn, "the store"), {}) as (store,):
-        owner = store.begin_task(7).owner
-        store.record_step(7, 0, owner=owner, execution_result="success")
-        old_pid = backend_pid(dsn, "the store")
-        terminate(dsn, old_pid)
-        store.record_step(7, 1, owner=owner, execution_result="success", last_completed_step=1)
-        assert backend_pid(dsn, "the store") not in (old_pid, None)
-        assert [row["step_number"] for row in step_rows(dsn, 7)] == [0, 1]
-        assert checkpoint_row(dsn, 7)["last_completed_step"] == 1
-        assert lease_data(dsn, 7)["owner"] == owner  # the lease outlived the session: still ours
-        with stores(dsn, {}) as (other,):
-            assert other.begin_task(7, wait=0) is None
-        assert store.release_task(7, owner, completed=True) == "released"
+def test_a_record_after_the_server_dropped_the_connection_succeeds(store, dsn):
+    owner = store.begin_task(7).owner
+    store.record_step(7, 0, owner=owner, execution_result="success")
+    old_pid = store.connector.backend_pid
+    terminate(dsn, old_pid)
+    store.record_step(7, 1, owner=owner, execution_result="success", last_completed_step=1)
+    assert store.connector.backend_pid != old_pid
+    assert [row["step_number"] for row in step_rows(dsn, 7)] == [0, 1]
+    assert checkpoint_row(dsn, 7)["last_completed_step"] == 1
+    assert lease_data(dsn, 7)["owner"] == owner  # the lease outlived the session: still ours
+    with stores(dsn, {}) as (other,):
+        assert other.begin_task(7, wait=0) is None
+    assert store.release_task(7, owner, completed=True) == "released"
 
 
 def test_two_threads_share_one_store(store, dsn):
@@ -583,10 +582,10 @@ def test_schema_missing_says_run_migrate(empty_dsn):
                 call()
             assert str(info.value) == (f"the checkpoint {missing} do not exist at {where}: "
                                        "run `jr-checkpoint migrate`")
-        pid = backend_pid(empty_dsn, "the store")
+        pid = store.connector.backend_pid
         schema.create_tables(resolve(empty_dsn))
         record_row(store, 7, 0, execution_result="success")  # same session: nothing left aborted
-        assert pid is not None and backend_pid(empty_dsn, "the store") == pid
+        assert store.connector.backend_pid == pid
     finally:
         store.close()
 
@@ -602,7 +601,7 @@ def test_before_migrate_a_worker_keeps_working_with_the_previous_releases_functi
     query(dsn, DROP_V2)
     query(dsn, (Path(__file__).parents[1] / "data" / "functions_v1.sql").read_text())
     with stores(dsn, {}, {}) as (a, b):
-        a.RECHECK_SCHEMA = 0.0  # look for this release's functions at every task
+        a.leases.RECHECK_SCHEMA = 0.0  # look for this release's functions at every task
         first = a.begin_task(7, 2)
         assert "[CHECKPOINT] the database has only the previous release's checkpoint functions: run " \
                "`jr-checkpoint migrate`; working with them until then" in caplog.text

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from jr_checkpoint import run
+from jr_checkpoint import launcher
 from tests.conftest import HOST_ROOT, host_env, query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,7 +205,7 @@ def test_a_python_without_jr_checkpoint_does_not_start_the_worker(dsn, cherokee_
     root, task_id, user = ganuda
     python = bare_venv / "bin" / "python"
     done = start_unit(dsn, root, cherokee_venv, user, documented_exec_start(), python=python)
-    assert (done.returncode, done.stdout) == (run.UNCHECKED_EXIT, "")
+    assert (done.returncode, done.stdout) == (launcher.UNCHECKED_EXIT, "")
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"jr-checkpoint run: this Python ({python}) cannot import jr_checkpoint: "
                            "ModuleNotFoundError: ")

@@ -20,7 +20,7 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("top", ["-1", "many"])
 def test_stats_top_must_be_a_count_and_is_refused_before_any_connection(top, capsys, mocker):
-    connect = mocker.patch("jr_checkpoint.dsn.Target.connect")
+    connect = mocker.patch("jr_checkpoint.db.connect")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["stats", "--top", top, "--dsn", "host=/nonexistent dbname=x"])
     assert exit_info.value.code == 2
@@ -31,7 +31,7 @@ def test_stats_top_must_be_a_count_and_is_refused_before_any_connection(top, cap
 @pytest.mark.parametrize("argv", [["prune", "--older-than", "99999999999d"],
                                   ["stats", "--since", "365251d"]])
 def test_a_duration_beyond_postgresqls_range_is_refused_before_any_connection(argv, capsys, mocker):
-    connect = mocker.patch("jr_checkpoint.dsn.Target.connect")
+    connect = mocker.patch("jr_checkpoint.db.connect")
     assert cli.main([*argv, "--dsn", "host=/nonexistent dbname=x"]) == 2
     out, err = capsys.readouterr()
     assert out == ""

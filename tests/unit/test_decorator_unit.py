@@ -407,7 +407,7 @@ def test_records_kept_during_an_outage_are_written_when_the_ledger_answers(make,
         return real(*args, **kwargs)
 
     mocker.patch.object(store, "record_step", side_effect=flaky)
-    from jr_checkpoint.call import TaskRun
+    from jr_checkpoint.task_run import TaskRun
 
     mocker.patch.object(TaskRun, "FLUSH_EVERY", 0.0)
     cls().execute_steps([{"n": 0}, {"n": 1}, {"n": 2}])

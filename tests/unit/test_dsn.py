@@ -222,7 +222,7 @@ def test_invalid_dsn_from_the_environment_says_so(monkeypatch):
 
 
 def test_connect_passes_a_bounded_timeout(mocker):
-    connect = mocker.patch.object(dsn_module.psycopg2, "connect", return_value="conn")
+    connect = mocker.patch.object(psycopg2, "connect", return_value="conn")
     target = Target({"host": "h", "dbname": "d"})
     assert target.connect() == "conn"
     connect.assert_called_with(host="h", dbname="d", connect_timeout=5)
@@ -237,7 +237,7 @@ def test_connect_passes_a_bounded_timeout(mocker):
 
 
 def test_connect_failure_is_one_line_naming_the_target(mocker):
-    mocker.patch.object(dsn_module.psycopg2, "connect", side_effect=psycopg2.OperationalError(
+    mocker.patch.object(psycopg2, "connect", side_effect=psycopg2.OperationalError(
         'connection to server at "10.9.9.9", port 6000 failed: Connection refused\n'
         "\tIs the server running on that host and accepting TCP/IP connections?\n"))
     target = resolve("host=10.9.9.9 port=6000 dbname=ledger password=s3cret-pw")
@@ -306,7 +306,7 @@ def test_targets_still_compare_by_their_parameters():
 
 def test_a_connect_error_that_echoes_the_password_is_masked_in_the_whole_chain(mocker):
     # libpq echoes a value it cannot use, e.g. a password pasted into the sslmode field.
-    mocker.patch.object(dsn_module.psycopg2, "connect", side_effect=psycopg2.OperationalError(
+    mocker.patch.object(psycopg2, "connect", side_effect=psycopg2.OperationalError(
         f'invalid sslmode value: "{PASSWORD}"\nand again {quote(PASSWORD)}\n'))
     target = Target({"host": "db1", "dbname": "ledger", "password": PASSWORD}, "argument")
     with pytest.raises(DatabaseUnavailable) as info:

@@ -28,7 +28,7 @@ def test_bad_durations(text):
     ["stats", "--since", "yesterday"],
 ])
 def test_a_bad_duration_is_one_line_and_exit_2_before_any_connection(argv, capsys, mocker):
-    connect = mocker.patch("jr_checkpoint.dsn.Target.connect")
+    connect = mocker.patch("jr_checkpoint.db.connect")
     assert cli.main([*argv, "--dsn", "host=/nonexistent dbname=x"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
@@ -101,7 +101,7 @@ def test_reports_without_any_database_do_not_start_a_server_without_demo_data(no
                                                                                 mocker, capsys):
     monkeypatch.setattr(embedded, "default_data_dir", lambda: tmp_path / "nothing-here")
     server = mocker.patch.object(embedded, "server")
-    mocker.patch("jr_checkpoint.dsn.Target.connect",
+    mocker.patch("jr_checkpoint.db.connect",
                  side_effect=ConfigurationError("no server at the libpq defaults"))
     assert cli.main(["stats"]) == 2
     server.assert_not_called()

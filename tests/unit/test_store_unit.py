@@ -16,6 +16,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
+from jr_checkpoint import db
 from jr_checkpoint import dsn as dsn_module
 from jr_checkpoint import lease as lease_module
 from jr_checkpoint import store as store_module
@@ -221,8 +222,8 @@ def fake_time():
 
 @pytest.fixture
 def connect(mocker):
-    """Target.connect, replaced: give it connections with ``connect.side_effect = [...]``."""
-    return mocker.patch.object(dsn_module.Target, "connect", autospec=True)
+    """db.connect, replaced: give it connections with ``connect.side_effect = [...]``."""
+    return mocker.patch.object(db, "connect", autospec=True)
 
 
 def make_store(fake_time=None, **options):
@@ -262,7 +263,7 @@ def test_constructing_a_store_touches_nothing(connect, mocker):
     assert connect.call_count == 0
     assert resolve.call_count == 0
     assert store.connected is False
-    assert store._keeper is None  # no thread either
+    assert not store.leases.keeping  # no thread either
 
 
 @pytest.mark.parametrize("options", [{"lease": 0}, {"lease": -1}, {"outage": -0.1}])
@@ -414,7 +415,7 @@ def test_begin_task_not_taken_is_none_after_one_try_by_default(connect):
 
 def polling_store(mocker, fake_time, answers, **options):
     store = make_store(fake_time, **options)
-    run = mocker.patch.object(store, "_run", side_effect=[(a,) for a in answers])
+    run = mocker.patch.object(store.connector, "run", side_effect=[(a,) for a in answers])
     return store, run
 
 
@@ -525,7 +526,7 @@ def test_an_owner_on_this_host_whose_process_died_is_taken_over_at_once(mocker, 
                                                                           caplog):
     dead = not_taken("dead-owner", host=socket.gethostname(), pid=dead_pid, proc=stale_identity())
     store, run = polling_store(mocker, fake_time, [dead, taken()])
-    with caplog.at_level(logging.WARNING, logger="jr_checkpoint.store"):
+    with caplog.at_level(logging.WARNING, logger="jr_checkpoint.lease"):
         state = store.begin_task(7, wait=0)
     assert state is not None
     first, second = (call.args[1] for call in run.call_args_list)
@@ -586,7 +587,7 @@ def test_a_dropped_connection_is_reopened_and_the_statement_resent(connect, fake
     assert first.executed[1] == second.executed[0] == third.executed[0]
     assert (first.close_calls, second.close_calls, third.close_calls) == (1, 1, 0)
     assert third.autocommit is True
-    assert store._conn is third
+    assert store.connector.connection() is third
     assert store.round_trips == 4
     assert fake_time.sleeps == pytest.approx([0.05, 0.1])  # a backoff, on the injected clock
 
@@ -621,7 +622,7 @@ def test_a_refused_reconnect_is_retried_while_patient(connect, fake_time):
 def test_a_patient_statement_gives_up_after_the_outage(connect, fake_time, caplog):
     connect.side_effect = lambda *args, **kwargs: FakeConnection(dropped())
     store = make_store(fake_time, outage=1.0)
-    with caplog.at_level(logging.INFO, logger="jr_checkpoint.store"), \
+    with caplog.at_level(logging.INFO, logger="jr_checkpoint.db"), \
             pytest.raises(DatabaseUnavailable) as info:
         record(store, 0)
     assert str(info.value) == (f"lost the connection to PostgreSQL at {WHERE}: "
@@ -800,12 +801,13 @@ def test_release_task_stops_renewing_the_lease(connect):
 def test_close_stops_the_keeper_thread(connect):
     connect.side_effect = [FakeConnection()]
     store = make_store()
+    before = threading.enumerate()
     store.hold(7, "me")
-    thread = store._keeper.thread
+    (thread,) = [t for t in threading.enumerate() if t.name == "jr-checkpoint-lease" and t not in before]
     assert thread.is_alive()
     store.close()
     assert not thread.is_alive()  # joined, not left to run
-    assert store._keeper is None
+    assert not store.leases.keeping
     assert connect.call_count == 0  # with a 30 s lease it never had to renew
 
 
@@ -818,14 +820,15 @@ def test_a_forked_child_opens_its_own_connection_and_never_closes_the_parents(co
     store = make_store()
     store.hold(7, "me")
     record(store, 0)
-    mocker.patch.object(store_module.os, "getpid", return_value=os.getpid() + 1)
+    mocker.patch.object(os, "getpid", return_value=os.getpid() + 1)
     record(store, 1)
     assert connect.call_count == 2
     assert parent.close_calls == 0
     assert parent.closed == 0
-    assert store._orphans == [parent]
-    assert store._conn is child
-    assert store._keeper is None  # the parent's keeper and its leases are not the child's
+    assert store.connector.orphans == [parent]
+    assert store.connector.connection() is child
+    assert not store.leases.keeping  # the parent's keeper and its leases are not the child's
+    assert store.lease_until(7, "me") == float("-inf")
     assert child.names == ["record_step"]
     store.close()
     assert child.close_calls == 1
@@ -837,10 +840,10 @@ def test_close_in_a_forked_child_leaves_the_parents_connection_open(connect, moc
     connect.side_effect = [parent]
     store = make_store()
     record(store, 0)
-    mocker.patch.object(store_module.os, "getpid", return_value=os.getpid() + 1)
+    mocker.patch.object(os, "getpid", return_value=os.getpid() + 1)
     store.close()
     assert parent.close_calls == 0
-    assert store._conn is None
+    assert not store.connected
 
 
 def test_close_closes_and_forgets(connect):
@@ -890,7 +893,7 @@ def test_seed_trio_gets_one_fresh_try_on_a_stale_connection(connect):
 def test_seed_trio_answers_false_or_none_and_warns_when_the_database_is_down(connect, caplog):
     connect.side_effect = DatabaseUnavailable("cannot connect to PostgreSQL at host=db.invalid")
     store = make_store()  # and answers at once: never patient
-    with caplog.at_level(logging.WARNING, logger="jr_checkpoint.store"):
+    with caplog.at_level(logging.WARNING, logger="jr_checkpoint.queue_client"):
         assert store.save_checkpoint(5, 1) is False
         assert store.get_last_checkpoint(5) is None
         assert store.cleanup_checkpoints(5) is False

@@ -1,9 +1,8 @@
 """One checkpointed ``execute_steps`` call: take the task, skip or run and record each step,
-give the task back.
-
-:mod:`jr_checkpoint.decorator` creates a :class:`TaskRun` per call and sends it the host's
-``execute`` calls; this module decides what happens to each step and talks to the store.
-A step's path runs decorator → here → steps (what the step is) → store (its row).
+give the task back. :mod:`jr_checkpoint.decorator` makes a :class:`TaskRun` per call and sends
+it the host's ``execute`` calls; this module decides what happens to each step and talks to the
+ledger (:class:`jr_checkpoint.ledger.Ledger`: the store, or a test's fake). A step's path runs
+decorator → here → steps (what the step is) → store → ledger (its row) → db.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import steps as step_rules
 from . import telemetry
@@ -23,29 +22,13 @@ from .errors import (
     TaskLockedError,
     TaskOwnershipLost,
 )
+from .ledger import AttemptEnd, Ledger, TaskState
 from .log import emit
+from .options import Options
 from .steps import ERROR, FAILED, SUCCESS, Row, SlotPlan, StepSequence
-from .store import AttemptEnd, CheckpointStore, TaskState
-
-if TYPE_CHECKING:
-    from .decorator import Options
+from .text import describe_error, safe_text
 
 logger = logging.getLogger(__name__)
-
-
-def safe_text(value: Any) -> str:
-    """``str(value)``, or a description of it when even that fails (hostile objects)."""
-    try:
-        return str(value)
-    except Exception:
-        try:
-            return f"<{type(value).__name__} that cannot be shown>"
-        except Exception:
-            return "<unprintable>"
-
-
-def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {safe_text(exc)}"
 
 
 class Recording(enum.Enum):
@@ -71,9 +54,6 @@ class Recording(enum.Enum):
     ENDED = "ended"
 
 
-#: on_task_finished callbacks (by id) that raised once already: logged once each, then contained.
-_hook_failures: set[int] = set()
-
 #: States in which the call holds the task's lease.
 _HOLDING = (Recording.LIVE, Recording.OUTAGE, Recording.OFF)
 
@@ -84,7 +64,7 @@ class TaskRun:
     #: While the ledger is unreachable, try to write what is pending at most this often.
     FLUSH_EVERY = 2.0
 
-    def __init__(self, instance: Any, task_id: int, steps: StepSequence, store: CheckpointStore,
+    def __init__(self, instance: Any, task_id: int, steps: StepSequence, store: Ledger,
                  options: Options, passthrough: bool = False):
         self.instance = instance
         self.task_id = task_id
@@ -216,9 +196,8 @@ class TaskRun:
             self.resume_at += 1
 
     def all_succeeded(self) -> bool:
-        """Every position a success: run or skipped in this call, or known by its identity."""
-        # Every position below resume_at succeeded (it only moves past successes, and back to
-        # a failure), so this is one comparison, not a pass over the list at every step.
+        """Every position a success: run or skipped in this call, or known by its identity. All
+        below resume_at are (it moves only past successes, back to a failure): one comparison."""
         self._advance_resume_point()  # past positions found succeeded since (a generator's)
         return self.steps.exhausted and self.resume_at >= len(self.steps.items)
 
@@ -246,8 +225,7 @@ class TaskRun:
                 except Exception:
                     pass
             return
-        owner = self.state.owner
-        self.store.forget_lease(self.task_id, owner)
+        owner = self.state.owner  # its lease is forgotten by the record or the release that ends it
         if recording is not Recording.LOST or self.expired:
             try:
                 self._flush(owner, force=True, patient=recording is not Recording.OUTAGE)
@@ -282,32 +260,6 @@ class TaskRun:
                       self.task_id, action="task_completed")
         elif answer == "lost":
             self.outcome = "lost"
-
-    #: The outcomes the ``on_task_finished`` hook hears of: a call that lost the task leaves it
-    #: to the worker that took it over, and one that ran unchecked has no reliable history.
-    REPORTED = ("finished", "failed", "exhausted")
-
-    def report(self, callback: Callable[[dict, str], Any] | None) -> None:
-        """Hand the task's trajectory to ``callback(trajectory, outcome)``, once, after the
-        attempt is written; never raises (the host's learning side must not break its run)."""
-        if callback is None or self.outcome not in self.REPORTED:
-            return
-        from .history import load_trajectory  # the read side: only when a hook wants it
-
-        try:
-            trajectory = load_trajectory(self.store.target, self.task_id,
-                                         connect_timeout=self.store.connect_timeout)
-        except Exception as exc:
-            self._log(logging.WARNING, "[CHECKPOINT] task %s: its trajectory could not be read for "
-                      "on_task_finished: %s", self.task_id, safe_text(exc), action="trajectory_failed")
-            return
-        try:
-            callback(trajectory, self.outcome)
-        except Exception as exc:
-            if id(callback) not in _hook_failures:
-                _hook_failures.add(id(callback))
-                self._log(logging.WARNING, "[CHECKPOINT] on_task_finished failed (%s); later failures "
-                          "of it are not logged", describe_error(exc), action="hook_failed")
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -444,4 +396,4 @@ class TaskRun:
             self.recording = Recording.ENDED
 
 
-__all__ = ["Recording", "TaskRun", "describe_error", "safe_text"]
+__all__ = ["Recording", "TaskRun"]
