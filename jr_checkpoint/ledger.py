@@ -120,7 +120,6 @@ class StepLedger:
     def __init__(self, connector: Connector, lease: float):
         self.db = connector
         self.lease = lease
-        self._lease_text = repr(lease) if math.isfinite(lease) else None  # as SQL
 
     def record_step(
         self,
@@ -151,20 +150,16 @@ class StepLedger:
         if execution_time_ms is not None:
             execution_time_ms = max(0, min(int(execution_time_ms), INT4_MAX))
         if not v1 and (fits_int4(task_id) and fits_int4(step_number) and fits_int4(last_completed_step)
-                       and (total_steps is None or fits_int4(total_steps)) and self._lease_text):
-            # The common case: the call's text, the plain values written in (see _argument).
-            rest: list[Any] = []
-            text = (f"{_RECORD_HEAD}{task_id}, {_argument(owner, rest, bounded=False)}, "
-                    f"{step_number}, {_argument(step_type, rest, shape.step_type_chars)}, "
-                    f"{_argument(target_file, rest)}, {_argument(content_hash, rest, bounded=False)}, "
-                    f"{_argument(execution_result, rest, bounded=False)}, "
-                    f"{_number(execution_time_ms)}, {_argument(error_detail, rest)}, "
-                    f"{last_completed_step}, {_number(total_steps)}, {self._lease_text}"
-                    f"{_END_ARGUMENTS if end is not None else ''}{_RECORD_TAIL}")
+                       and (total_steps is None or fits_int4(total_steps))):
+            # The common case: bound in order, no casts (record_step_checked).
+            params: tuple[Any, ...] = (
+                task_id, owner, step_number, bound_text(step_type), bound_text(target_file),
+                content_hash, execution_result, execution_time_ms, bound_text(error_detail),
+                last_completed_step, total_steps, self.lease)
             if end is not None:
-                rest.extend((end.outcome, end.resumed_at, list(end.ran), list(end.skipped),
-                             list(end.failed)))
-            (recorded,) = self.db.run("record_step", tuple(rest) or None, patient=patient, sql=text)
+                params += (end.outcome, end.resumed_at, list(end.ran), list(end.skipped), list(end.failed))
+            (recorded,) = self.db.run("record_step", params, patient=patient,  # named so in errors
+                                      sql=_CHECKED if end is None else _CHECKED_END)
         else:  # let the server refuse it, in its own words (the casts of record_step)
             (recorded,) = self.db.run("record_step_v1" if v1 else "record_step", {
                 "task_id": task_id, "owner": owner, "step_number": step_number,
@@ -199,45 +194,13 @@ class StepLedger:
                                        "ran": list(ran), "failed": list(failed)})
 
 
-# record_step_checked without its comments (which may hold a %), around its arguments.
-_RECORD_HEAD, _RECORD_TAIL = "\n".join(
-    line for line in QUERIES["record_step_checked"].splitlines() if not line.startswith("--")
-).split("{values}")
-
-
-_END_ARGUMENTS = ", %s, %s, %s::integer[], %s::integer[], %s::integer[]"
+_CHECKED, _CHECKED_END = QUERIES["record_step_checked"], QUERIES["record_step_checked_end"]
 
 
 def _end_params(end: AttemptEnd | None) -> dict[str, Any]:
     if end is None:
         return {"end_outcome": None, "resumed_at": None, "ran": None, "skipped": None, "failed": None}
     return {"end_outcome": end.outcome, **{k: v for k, v in end.params().items() if k != "outcome"}}
-
-
-def _number(value: int | None) -> str:
-    return "NULL" if value is None else str(value)
-
-
-def _plain(text: str) -> bool:
-    """Its own SQL literal between quotes: printable ASCII, no quote, no backslash (whatever
-    standard_conforming_strings says), no % (psycopg2's placeholders)."""
-    return (text.isascii() and text.isprintable() and "'" not in text and "\\" not in text
-            and "%" not in text)
-
-
-def _argument(value: Any, rest: list, chars: int | None = None, bounded: bool = True) -> str:
-    """A text argument of record_step, ``bounded`` (``bound_text``, then at most ``chars``
-    characters): written in when it is plain, else a placeholder, its value appended to
-    ``rest``. psycopg2 quotes a parameter in ~1.5 us, and most of a step's values are plain."""
-    if value is None:
-        return "NULL"
-    if type(value) is not str or len(value) > (chars or MAX_TEXT_BYTES) or not _plain(value):
-        if bounded:
-            value = bound_text(value)[:chars]
-        if type(value) is not str or not _plain(value):
-            rest.append(value)
-            return "%s"
-    return f"'{value}'"
 
 
 __all__ = ["MAX_TEXT_BYTES", "AttemptEnd", "Ledger", "StepLedger", "StepRecord", "TaskState", "bound_text"]

@@ -64,12 +64,17 @@ SELECT jr_checkpoint_record_step_v2(
     %(end_outcome)s, %(resumed_at)s, %(ran)s::integer[], %(skipped)s::integer[], %(failed)s::integer[]);
 
 -- name: record_step_checked
--- The same, for the common case, every integer already checked to be an INTEGER. The store
--- writes the arguments in (store._argument): plain values as text (NULL, numbers, strings with
--- nothing to escape), a psycopg2 placeholder for the rest. The server parses this text at
--- every step; without the casts, and with few parameters for psycopg2 to quote (about 1.5 us
--- each), the round trip costs about a fifth less.
-SELECT jr_checkpoint_record_step_v2({values});
+-- The same, for the common case: every integer already checked to be an INTEGER, so no casts
+-- (a fifth of the round trip, measured); the values bound in order (task_id, owner,
+-- step_number, step_type, target_file, hash, result, time_ms, error, last_completed_step,
+-- total_steps, lease). Writing plain values into the text instead measured the same.
+SELECT jr_checkpoint_record_step_v2(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s);
+
+-- name: record_step_checked_end
+-- The same for a task's last step, which also ends the attempt: then its outcome, resumed_at,
+-- and the steps it ran, skipped and failed.
+SELECT jr_checkpoint_record_step_v2(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                                    %s, %s, %s::integer[], %s::integer[], %s::integer[]);
 
 -- name: renew_lease
 -- Pushes the lease's expiry back: 'kept', or 'lost' when another worker took the task or our
