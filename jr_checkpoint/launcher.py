@@ -33,7 +33,8 @@ ENV_MARKER = "JR_CHECKPOINT_RUN"
 ENV_REQUIRE = "JR_CHECKPOINT_REQUIRE"
 #: The status of a command that did not start because it would have run without checkpoints.
 UNCHECKED_EXIT = 78
-USAGE = "jr-checkpoint run [--dsn DSN] [--wait SECONDS] [--allow-unchecked] -- COMMAND [ARGS...]"
+USAGE = ("jr-checkpoint run [--dsn DSN] [--wait SECONDS] [--on-task-finished MODULE:FUNCTION] "
+         "[--allow-unchecked] -- COMMAND [ARGS...]")
 #: How long the command's workers wait for a task another worker holds (install(wait=...)).
 ENV_WAIT = "JR_CHECKPOINT_WAIT"
 #: ``--on-task-finished MODULE:FUNCTION``, for install(on_task_finished=...) in the command.

@@ -177,7 +177,8 @@ def test_no_command_is_one_line_and_exit_2():
         done = jr_run(*argv)
         assert (done.returncode, done.stdout) == (2, "")
         assert done.stderr == ("jr-checkpoint: error: run: no COMMAND given: "
-                               "jr-checkpoint run [--dsn DSN] [--wait SECONDS] [--allow-unchecked] "
+                               "jr-checkpoint run [--dsn DSN] [--wait SECONDS] "
+                               "[--on-task-finished MODULE:FUNCTION] [--allow-unchecked] "
                                "-- COMMAND [ARGS...]\n")
 
 
