@@ -79,6 +79,19 @@ class FileExecutor:
         return results
 
 
+def checkpointed_executor(workdir, task_id, **options):
+    """A :class:`FileExecutor` on ``workdir`` for ``task_id``, its execute_steps checkpointed
+    with ``options`` (those of ``@checkpointed_steps``)."""
+    from jr_checkpoint import checkpointed_steps
+
+    class Checkpointed(FileExecutor):
+        execute_steps = checkpointed_steps(**options)(FileExecutor.execute_steps)
+
+    executor = Checkpointed(workdir)
+    executor._current_task_id = task_id
+    return executor
+
+
 class FakeStore:
     """The part of CheckpointStore the decorator uses (jr_checkpoint.ledger.Ledger), in memory,
     counting calls."""

@@ -13,6 +13,7 @@ import pytest
 
 from jr_checkpoint import CheckpointStore, TaskExhaustedError, TaskOwnershipLost, checkpointed_steps, history
 from tests.conftest import query
+from tests.fakes import checkpointed_executor
 
 STEPS = [{"type": "write", "path": "a.txt", "content": "a"},
          {"type": "search_replace", "path": "config.txt", "search": "old", "replace": "new"},
@@ -21,19 +22,9 @@ STEPS = [{"type": "write", "path": "a.txt", "content": "a"},
 
 @pytest.fixture
 def make_executor(tmp_path):
-    """make_executor(task_id, **options): a file executor whose execute_steps is checkpointed."""
-    from tests.fakes import FileExecutor
-
-    def make(task_id, **options):
-        class Checkpointed(FileExecutor):
-            execute_steps = checkpointed_steps(**options)(FileExecutor.execute_steps)
-
-        executor = Checkpointed(tmp_path)
-        executor._current_task_id = task_id
-        return executor
-
+    """make_executor(task_id, **options): a file executor, checkpointed with options."""
     (tmp_path / "config.txt").write_text("nothing to replace yet\n")
-    return make
+    return lambda task_id, **options: checkpointed_executor(tmp_path, task_id, **options)
 
 
 def attempts(dsn, task_id):

@@ -13,8 +13,9 @@ import psycopg2
 import pytest
 
 import jr_checkpoint
-from jr_checkpoint import CheckpointStore, TaskExhaustedError, checkpointed_steps
+from jr_checkpoint import CheckpointStore, TaskExhaustedError
 from tests.conftest import query
+from tests.fakes import checkpointed_executor
 
 FLAKY = [{"type": "write", "path": "a.txt", "content": "a"},
          {"type": "search_replace", "path": "config.txt", "search": "old", "replace": "new"}]
@@ -22,19 +23,9 @@ FLAKY = [{"type": "write", "path": "a.txt", "content": "a"},
 
 @pytest.fixture
 def make_executor(tmp_path):
-    """make_executor(task_id, **options): the stand-in's TaskExecutor, checkpointed with options."""
-    from tests.fakes import FileExecutor as TaskExecutor
-
-    def make(task_id, **options):
-        class Checkpointed(TaskExecutor):
-            execute_steps = checkpointed_steps(**options)(TaskExecutor.execute_steps)
-
-        executor = Checkpointed(tmp_path)
-        executor._current_task_id = task_id
-        return executor
-
+    """make_executor(task_id, **options): a file executor, checkpointed with options."""
     (tmp_path / "config.txt").write_text("nothing to replace yet\n")
-    return make
+    return lambda task_id, **options: checkpointed_executor(tmp_path, task_id, **options)
 
 
 def test_the_attempt_after_the_last_escalates_instead_of_running(make_executor, store, dsn):
