@@ -22,13 +22,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return _migrate(args, target)
 
 
+def _shape_lines(notes: list[str], problems: list[str], suffix: str = "") -> None:
+    """How the live tables differ from the seed's: what the ledger lives with on stdout,
+    what it cannot write around on stderr."""
+    for line in notes:
+        print(f"{PREFIX} {line}{suffix}")
+    for line in problems:
+        print(f"{PREFIX} {line}{suffix}", file=sys.stderr)
+
+
 def _migrate(args: argparse.Namespace, target: dsn_module.Target) -> int:
     if args.check:
         problems, notes = schema.check(target, args.connect_timeout)
-        for note in notes:
-            print(f"{PREFIX} {note}")
-        for problem in problems:
-            print(f"{PREFIX} {problem}", file=sys.stderr)
+        _shape_lines(notes, problems)
         if problems:
             return 1
         print(f"{PREFIX} Schema OK: {', '.join(schema.TABLE_NAMES)} at {target.describe()}")
@@ -53,10 +59,7 @@ def _migrate(args: argparse.Namespace, target: dsn_module.Target) -> int:
         print(f"{PREFIX} Tables already present: {', '.join(t for t in counts if t not in created)}")
     for table, count in counts.items():
         print(f"{PREFIX} {table}: {count} rows")
-    for line in notes:
-        print(f"{PREFIX} {line} (left as it is)")
-    for line in problems:
-        print(f"{PREFIX} {line} (left as it is)", file=sys.stderr)
+    _shape_lines(notes, problems, " (left as it is)")
     if problems:
         return 1
     if old:

@@ -446,3 +446,22 @@ def test_a_failing_migration_leaves_nothing_behind(empty_dsn, capsys):
     assert leftovers == []
     query(empty_dsn, "DROP VIEW jr_task_checkpoints")
     assert run_cli(capsys, "--dsn", empty_dsn)[0] == 0
+
+
+def test_the_previous_releases_functions_are_kept_until_drop_old(dsn, capsys):
+    # A database the previous release migrated: its two functions, which its workers call.
+    query(dsn, (ROOT / "tests" / "data" / "functions_v1.sql").read_text())
+    code, out, err = run_cli(capsys, "--dsn", dsn)
+    assert (code, err) == (0, [])
+    assert out[-2:] == ["[Checkpoint Migration] The previous release's functions are kept for its workers: "
+                        "run `jr-checkpoint migrate --drop-old` once none of them is left", CREATED[-1]]
+    assert query(dsn, "SELECT count(*) FROM pg_proc WHERE proname IN "
+                      "('jr_checkpoint_begin', 'jr_checkpoint_record_step')") == [(2,)]
+    assert run_cli(capsys, "--drop-old", "--dsn", dsn) == (
+        0, ["[Checkpoint Migration] The previous release's functions: 2 dropped"], [])
+    assert query(dsn, "SELECT count(*) FROM pg_proc WHERE proname IN "
+                      "('jr_checkpoint_begin', 'jr_checkpoint_record_step')") == [(0,)]
+    assert run_cli(capsys, "--drop-old", "--dsn", dsn) == (
+        0, ["[Checkpoint Migration] The previous release's functions: none left"], [])
+    code, out, _ = run_cli(capsys, "--dsn", dsn)  # and this release's still work
+    assert code == 0 and "kept for its workers" not in "\n".join(out)
