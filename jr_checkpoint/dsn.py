@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import db
-from .db import DEFAULT_CONNECT_TIMEOUT
+from .db import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT  # re-exported
 from .errors import ConfigurationError
 from .text import MASK, first_line, redacted, scrub, secret_spellings
 
