@@ -27,6 +27,7 @@ from . import decorator
 from .log import emit
 from .options import Options, make_options
 from .store import CheckpointStore
+from .text import safe_text
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _hook(installation: _Installation, spec: str,
                 apply(installation, module, path)
             except Exception as exc:  # an exception here would fail the host's import
                 emit(logger, logging.WARNING, "[CHECKPOINT] could not install on %s: %s", spec,
-                     decorator.safe_text(exc), action="install_failed")
+                     safe_text(exc), action="install_failed")
 
     wrapt.register_post_import_hook(on_import, module_name)
 

@@ -48,7 +48,7 @@ class CheckpointStore:
         dsn: Any = None,
         *,
         connect_timeout: float = dsn_module.DEFAULT_CONNECT_TIMEOUT,
-        host_root: str | os.PathLike | None = None,
+        host_root: str | os.PathLike[str] | None = None,
         lease: float = DEFAULT_LEASE,
         outage: float = DEFAULT_OUTAGE,
         sleep: Callable[[float], None] = time.sleep,

@@ -26,7 +26,7 @@ def create_blueprint(
     auth: Callable[[Callable], Callable] | None = None,
     name: str = "jr_checkpoint",
     connect_timeout: float = dsn_module.DEFAULT_CONNECT_TIMEOUT,
-    host_root: str | os.PathLike | None = None,
+    host_root: str | os.PathLike[str] | None = None,
 ) -> Blueprint:
     """A new blueprint with the dashboard's pages and their JSON twins (read-only).
 
