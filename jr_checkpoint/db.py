@@ -150,11 +150,17 @@ def rows(cur: Cursor, sql: str, params: Mapping[str, Any] | None = None) -> list
     return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
 
+def one_row(cur: Cursor) -> tuple[Any, ...]:
+    """The row of a statement that always has one (an aggregate, a function's answer)."""
+    row = cur.fetchone()
+    if row is None:
+        raise StoreError("the statement returned no row")
+    return row
+
+
 def count_rows(cur: Cursor, table: str) -> int:
     cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
-    row = cur.fetchone()
-    assert row is not None  # COUNT(*) always has a row
-    return int(row[0])
+    return int(one_row(cur)[0])
 
 
 # -- errors ------------------------------------------------------------------------------------

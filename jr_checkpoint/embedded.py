@@ -36,7 +36,8 @@ INSTALL_HINT = (
 )
 
 
-def configured(dsn: Any = None, host_root: str | os.PathLike[str] | None = None) -> dsn_module.Target | None:
+def configured(dsn: dsn_module.Dsn = None,
+               host_root: str | os.PathLike[str] | None = None) -> dsn_module.Target | None:
     """The database the user pointed at, or None when nothing points anywhere."""
     target = dsn_module.resolve(dsn, host_root=host_root)
     if target.source == "libpq defaults" and not dsn_module.libpq_env_configured():

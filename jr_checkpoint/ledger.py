@@ -227,7 +227,7 @@ def _plain(text: str) -> bool:
             and "%" not in text)
 
 
-def _argument(value: Any, rest: list, chars: int | None = None, bounded: bool = True) -> str:
+def _argument(value: Any, rest: list[Any], chars: int | None = None, bounded: bool = True) -> str:
     """A text argument of record_step, ``bounded`` (``bound_text``, then at most ``chars``
     characters): written in when it is plain, else a placeholder, its value appended to
     ``rest``. psycopg2 quotes a parameter in ~1.5 us, and most of a step's values are plain."""
@@ -235,7 +235,7 @@ def _argument(value: Any, rest: list, chars: int | None = None, bounded: bool = 
         return "NULL"
     if type(value) is not str or len(value) > (chars or MAX_TEXT_BYTES) or not _plain(value):
         if bounded:
-            value = bound_text(value)[:chars]
+            value = (bound_text(value) or "")[:chars]  # not None here: always a str
         if type(value) is not str or not _plain(value):
             rest.append(value)
             return "%s"
