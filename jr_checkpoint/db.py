@@ -280,7 +280,8 @@ class Connector:
             self._conn, self._pid = None, os.getpid()
             for hook in self.after_fork:
                 hook()
-        if self._conn is None or self._conn.closed:
+        conn = self._conn
+        if conn is None or conn.closed:
             self._conn = None
             conn = connect(self.target, self.connect_timeout, **self._defaults())
             conn.autocommit = True
