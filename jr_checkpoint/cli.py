@@ -9,11 +9,15 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import cli_ledger, interrupts, launcher, migrate, patching, schema
 from . import dsn as dsn_module
 from .cli_common import PREFIX, add_database_options, confirm, out, seconds
 from .errors import CheckpointError, ConfigurationError, PatchConflict
+
+if TYPE_CHECKING:  # argparse's own type for what add_subparsers() returns
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -103,7 +107,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_patch_command(commands) -> None:
+def _add_patch_command(commands: Subcommands) -> None:
     patch = commands.add_parser(
         "patch", help="check, apply or revert the seed's literal SEARCH/REPLACE edits",
         description="Edit the host's source with SEARCH/REPLACE patch files, all or nothing.")
@@ -129,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover (exec_command returns only by raising)
 
 
-def _add_run_command(commands) -> None:
+def _add_run_command(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "run", help="run COMMAND with jr-checkpoint installed at Python start-up (no edit to the host)",
         usage=launcher.USAGE,
@@ -181,7 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_serve_command(commands) -> None:
+def _add_serve_command(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "serve", help="the step-reward dashboard in a browser (read-only)",
         description="Serve the dashboard's pages and JSON on a WSGI server (waitress), on localhost "
@@ -245,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with interrupts.ending_on_signals(_say):
         try:
-            status = args.func(args)
+            status: int = args.func(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at exit
             return status
         except CheckpointError as exc:

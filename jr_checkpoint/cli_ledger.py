@@ -202,7 +202,7 @@ def _add_data_dir_option(parser: argparse.ArgumentParser) -> None:
                         "used when no database is configured (default: the demo's)")
 
 
-def _add_ledger_commands(commands) -> None:
+def _add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo_parser = commands.add_parser(
         "demo", help="crash a sample task for real (SIGKILL) and watch its retry resume",
         description="Run a six-step sample task that edits files, kill it with SIGKILL in the middle "
@@ -255,5 +255,5 @@ def _add_ledger_commands(commands) -> None:
     prune.set_defaults(func=cmd_prune)
 
 
-def add_commands(commands) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_ledger_commands(commands)

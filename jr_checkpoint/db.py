@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 #: Seconds libpq may take to connect, unless a caller or the DSN says otherwise.
 DEFAULT_CONNECT_TIMEOUT = 5
 
+#: A psycopg2 connection and cursor (the types callers hold; only this module imports psycopg2).
+Connection = psycopg2.extensions.connection
+Cursor = psycopg2.extensions.cursor
+
 #: What libpq refuses when it reads a DSN (:func:`parse_dsn`).
 DsnSyntaxError = psycopg2.ProgrammingError
 
@@ -55,8 +59,11 @@ _LOST_TASK = "JRC01"
 class Endpoint(Protocol):
     """Where to connect (:class:`jr_checkpoint.dsn.Target` is the one implementation)."""
 
-    params: dict[str, Any]
-    source: str
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    @property
+    def source(self) -> str: ...
 
     def secrets(self) -> list[str]: ...
 
@@ -67,18 +74,20 @@ class Endpoint(Protocol):
 
 def parse_dsn(text: str) -> dict[str, Any]:
     """libpq's reading of a DSN or URI; raises :data:`DsnSyntaxError` with libpq's words."""
-    return psycopg2.extensions.parse_dsn(text)
+    params: dict[str, Any] = psycopg2.extensions.parse_dsn(text)
+    return params
 
 
 def make_dsn(**params: Any) -> str:
     """A libpq DSN holding ``params`` (quoted as libpq wants)."""
-    return psycopg2.extensions.make_dsn(**params)
+    dsn: str = psycopg2.extensions.make_dsn(**params)
+    return dsn
 
 
 # -- one connection ----------------------------------------------------------------------------
 
 def connect(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT, *,
-            autocommit: bool = False, **extra: Any) -> Any:
+            autocommit: bool = False, **extra: Any) -> Connection:
     """A psycopg2 connection to ``target``, bounded by ``timeout`` seconds.
 
     Raises :class:`DatabaseUnavailable` with a one-line message naming the target, or
@@ -90,7 +99,7 @@ def connect(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT, *
         kwargs["connect_timeout"] = max(1, int(round(timeout)))
     kwargs.update(extra)
     try:
-        conn = psycopg2.connect(**kwargs)
+        conn: Connection = psycopg2.connect(**kwargs)
     except psycopg2.Error as exc:
         # libpq may echo a parameter's value (a password pasted into the wrong field); the
         # error is raised below, outside this block, so that not even __context__ holds it.
@@ -111,7 +120,7 @@ def connect(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT, *
 
 @contextlib.contextmanager
 def session(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT, action: str = "query",
-            *, autocommit: bool = False) -> Iterator[Any]:
+            *, autocommit: bool = False) -> Iterator[Connection]:
     """A connection of its own, closed on leaving; errors in the block become the package's."""
     with contextlib.closing(connect(target, timeout, autocommit=autocommit)) as conn, \
             wrap_exceptions(target, action):
@@ -120,7 +129,7 @@ def session(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT, a
 
 @contextlib.contextmanager
 def cursor(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-           action: str = "query") -> Iterator[Any]:
+           action: str = "query") -> Iterator[Cursor]:
     """An autocommit cursor: each statement is its own transaction. Errors become the package's."""
     with session(target, timeout, action, autocommit=True) as conn, conn.cursor() as cur:
         yield cur
@@ -128,22 +137,30 @@ def cursor(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
 
 @contextlib.contextmanager
 def transaction(target: Endpoint, timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-                action: str = "query") -> Iterator[Any]:
+                action: str = "query") -> Iterator[Cursor]:
     """A cursor in one transaction: committed on leaving, rolled back on any error."""
     with session(target, timeout, action) as conn, conn, conn.cursor() as cur:
         yield cur
 
 
-def rows(cur: Any, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def rows(cur: Cursor, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The statement's rows as dicts, by column name."""
     cur.execute(sql, params)
-    columns = [column.name for column in cur.description]
+    columns = [column.name for column in cur.description or ()]  # () only for a statement without rows
     return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
 
-def count_rows(cur: Any, table: str) -> int:
+def one_row(cur: Cursor) -> tuple[Any, ...]:
+    """The row of a statement that always has one (an aggregate, a function's answer)."""
+    row = cur.fetchone()
+    if row is None:
+        raise StoreError("the statement returned no row")
+    return row
+
+
+def count_rows(cur: Cursor, table: str) -> int:
     cur.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(table)))
-    return cur.fetchone()[0]
+    return int(one_row(cur)[0])
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -156,7 +173,7 @@ def is_connection_lost(exc: psycopg2.Error) -> bool:
     """
     if isinstance(exc, psycopg2.InterfaceError):
         return True
-    code = getattr(exc, "pgcode", None)
+    code: str | None = getattr(exc, "pgcode", None)
     if code is None:
         # A ProgrammingError or DataError without a SQLSTATE is psycopg2 refusing a value on
         # the client ("can't adapt type"): the statement, not the connection.
@@ -166,7 +183,7 @@ def is_connection_lost(exc: psycopg2.Error) -> bool:
 
 def is_transient(exc: psycopg2.Error) -> bool:
     """True when the server refused the statement for now: an outage, not a failure."""
-    code = getattr(exc, "pgcode", None)
+    code: str | None = getattr(exc, "pgcode", None)
     return code is not None and code.startswith(_TRANSIENT)
 
 
@@ -232,9 +249,9 @@ class Connector:
         self.clock = clock
         self.lock = threading.RLock()
         self.round_trips = 0
-        self._conn: Any = None
+        self._conn: Connection | None = None
         self._pid = os.getpid()
-        self.orphans: list[Any] = []  # a parent's connections, kept so a child never closes them
+        self.orphans: list[Connection] = []  # a parent's connections, kept so a child never closes them
         #: Called (under the lock) when a forked child first uses this connector.
         self.after_fork: list[Callable[[], None]] = []
 
@@ -252,9 +269,9 @@ class Connector:
     @property
     def backend_pid(self) -> int | None:
         """The server process of the open connection (pg_stat_activity.pid), if any."""
-        return self._conn.info.backend_pid if self.connected else None
+        return self._conn.info.backend_pid if self._conn is not None and self.connected else None
 
-    def connection(self) -> Any:
+    def connection(self) -> Connection:
         """The open connection, opened (or reopened) if needed. Call with the lock held."""
         if self._pid != os.getpid():
             # A forked child: closing the parent's socket would end the parent's session.
@@ -263,12 +280,13 @@ class Connector:
             self._conn, self._pid = None, os.getpid()
             for hook in self.after_fork:
                 hook()
-        if self._conn is None or self._conn.closed:
+        conn = self._conn
+        if conn is None or conn.closed:
             self._conn = None
             conn = connect(self.target, self.connect_timeout, **self._defaults())
             conn.autocommit = True
             self._conn = conn
-        return self._conn
+        return conn
 
     def _defaults(self) -> dict[str, Any]:
         """What the connection gets unless the DSN says otherwise: a name for pg_stat_activity,
@@ -300,12 +318,12 @@ class Connector:
                 self.drop()
             self._conn = None
 
-    def translate(self, exc: BaseException, name: str) -> Exception:
+    def translate(self, exc: psycopg2.Error | DatabaseUnavailable, name: str) -> Exception:
         if isinstance(exc, DatabaseUnavailable):
             return exc
         return translate(exc, self.target, name)
 
-    def run(self, name: str, params: Mapping[str, Any] | tuple | None = None, fetch: str = "one",
+    def run(self, name: str, params: Mapping[str, Any] | tuple[Any, ...] | None = None, fetch: str = "one",
             *, patient: bool = False, sql: str | None = None) -> Any:
         """Send one named statement (``QUERIES[name]``, or ``sql``) and fetch ``"one"`` row,
         ``"all"`` rows or ``"none"`` (the row count).

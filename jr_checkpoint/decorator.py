@@ -21,18 +21,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import wrapt
 
 from . import hooks, telemetry
+from .dsn import Dsn
 from .errors import TaskExhaustedError
 from .log import emit
-from .options import Options, TaskIdGetter
+from .options import ExhaustedHook, FinishedHook, Options, TaskIdGetter
 from .steps import StepSequence, is_task_id
 from .store import CheckpointStore
 from .task_run import TaskRun
 from .text import describe_error, safe_text
+
+#: A decorated function: ``checkpointed_steps`` gives back a callable of the same type.
+F = TypeVar("F", bound=Callable[..., Any])
+#: A wrapped call's positional and keyword arguments (wrapt's ``args, kwargs``).
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +70,7 @@ def _running(instance: Any) -> TaskRun | None:
     return None
 
 
-def _intercept_execute(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+def _intercept_execute(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
     """On the host's ``execute``: a pass-through unless a checkpointed call is running."""
     run = _running(instance)
     if run is None or run.in_step or run.passthrough:
@@ -71,14 +78,15 @@ def _intercept_execute(wrapped: Callable, instance: Any, args: tuple, kwargs: di
     return run.run_step(wrapped, args, kwargs)
 
 
-def _intercept_already_succeeded(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+def _intercept_already_succeeded(wrapped: Callable[..., Any], instance: Any, args: Args,
+                                 kwargs: Kwargs) -> Any:
     """The host's own check, while the decorator checks: "no", so the step reaches execute()."""
     if _running(instance) is not None:
         return False
     return wrapped(*args, **kwargs)
 
 
-def _intercept_record(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+def _intercept_record(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
     """The host's own record, while the decorator records: nothing (no second row, no connection)."""
     if _running(instance) is not None:
         return None
@@ -131,7 +139,7 @@ def is_checkpointed(attribute: Any) -> bool:
 
 # -- the task id from process_queue_task(task) ------------------------------------------------
 
-def _queue_task_wrapper(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+def _queue_task_wrapper(wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
     """On the host's ``process_queue_task``: remember ``task['id']`` while the call runs."""
     task = args[0] if args else kwargs.get("task")
     try:
@@ -169,7 +177,7 @@ def _queue_task_id(instance: Any) -> Any:
 
 # -- the wrapper around execute_steps ----------------------------------------------------------
 
-def _bind_steps(args: tuple, kwargs: dict) -> tuple[Any, Callable[[Any], tuple[tuple, dict]]]:
+def _bind_steps(args: Args, kwargs: Kwargs) -> tuple[Any, Callable[[Any], tuple[Args, Kwargs]]]:
     """The ``steps`` argument, and a function that puts a replacement in its place."""
     if args:
         return args[0], lambda new: ((new, *args[1:]), kwargs)
@@ -202,7 +210,7 @@ class StepSequenceWrapper:
                 self._store.close()
             self._store = None
 
-    def _task_id(self, instance: Any, args: tuple, kwargs: dict) -> Any:
+    def _task_id(self, instance: Any, args: Args, kwargs: Kwargs) -> Any:
         if self.options.task_id is not None:
             return self.options.task_id(instance, args, kwargs)
         explicit = getattr(instance, "_current_task_id", None)
@@ -210,7 +218,7 @@ class StepSequenceWrapper:
             return explicit
         return _queue_task_id(instance)
 
-    def __call__(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+    def __call__(self, wrapped: Callable[..., Any], instance: Any, args: Args, kwargs: Kwargs) -> Any:
         if not self.options.enabled or instance is None:
             return wrapped(*args, **kwargs)
         try:
@@ -282,28 +290,46 @@ def close_default_store() -> None:
         _default_store = None
 
 
-class _CheckpointedFunction(wrapt.FunctionWrapper):
+class _CheckpointedFunction(wrapt.FunctionWrapper[..., Any]):
     """A decorated ``execute_steps``; in a class body it also wraps ``process_queue_task``."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         original = owner.__dict__.get("process_queue_task")
         if original is not None and not is_queue_task_wrapper(original):
-            owner.process_queue_task = wrap_queue_task(original)
+            setattr(owner, "process_queue_task", wrap_queue_task(original))  # noqa: B010 (any class)
+
+
+@overload
+def checkpointed_steps(
+    wrapped: F, *, store: CheckpointStore | None = ..., dsn: Dsn = ...,
+    task_id: TaskIdGetter | None = ..., enabled: bool = ..., wait: float | None = ...,
+    max_attempts: int | None = ..., on_exhausted: ExhaustedHook | None = ...,
+    on_task_finished: FinishedHook | None = ..., clock: Callable[[], float] = ...,
+) -> F: ...
+
+
+@overload
+def checkpointed_steps(
+    wrapped: None = None, *, store: CheckpointStore | None = ..., dsn: Dsn = ...,
+    task_id: TaskIdGetter | None = ..., enabled: bool = ..., wait: float | None = ...,
+    max_attempts: int | None = ..., on_exhausted: ExhaustedHook | None = ...,
+    on_task_finished: FinishedHook | None = ..., clock: Callable[[], float] = ...,
+) -> Callable[[F], F]: ...
 
 
 def checkpointed_steps(
-    wrapped: Callable | None = None,
+    wrapped: F | None = None,
     *,
     store: CheckpointStore | None = None,
-    dsn: Any = None,
+    dsn: Dsn = None,
     task_id: TaskIdGetter | None = None,
     enabled: bool = True,
     wait: float | None = 0.0,
     max_attempts: int | None = None,
-    on_exhausted: Callable[[int, dict | None], Any] | None = None,
-    on_task_finished: Callable[[dict, str], Any] | None = None,
+    on_exhausted: ExhaustedHook | None = None,
+    on_task_finished: FinishedHook | None = None,
     clock: Callable[[], float] = time.perf_counter,
-) -> Any:
+) -> F | Callable[[F], F]:
     """Checkpoint every step of ``execute_steps``; usable bare or with options.
 
     - ``store`` / ``dsn``: the ledger (default: one shared store on the resolved database;
@@ -325,9 +351,10 @@ def checkpointed_steps(
     return decorate(wrapped, options)
 
 
-def decorate(wrapped: Callable | None, options: Options) -> Any:
-    def apply(function: Callable) -> Any:
-        return _CheckpointedFunction(function, StepSequenceWrapper(options))
+def decorate(wrapped: F | None, options: Options) -> F | Callable[[F], F]:
+    def apply(function: F) -> F:
+        # The wrapper proxies the function (wrapt): callers see the function's own type.
+        return _CheckpointedFunction(function, StepSequenceWrapper(options))  # type: ignore[return-value]
 
     if wrapped is None:
         return apply

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,14 +64,14 @@ class TaskExecutor:
     moment the demo's parent kills the child.
     """
 
-    def __init__(self, workdir: Path, stall: dict | None = None, marker: Path | None = None,
+    def __init__(self, workdir: Path, stall: dict[str, Any] | None = None, marker: Path | None = None,
                  parent: int | None = None):
         self.workdir = Path(workdir)
         self.saga_manager = None
         self._current_task_id: int | None = None
         self._stall, self._marker, self._parent = stall, marker, parent
 
-    def execute(self, step: dict) -> dict:
+    def execute(self, step: dict[str, Any]) -> dict[str, Any]:
         if step is self._stall and self._marker is not None:
             self._marker.write_text(str(os.getpid()))
             _stall(self._parent)
@@ -96,9 +96,9 @@ class TaskExecutor:
             return {"success": False, "error": f"unknown step type {kind!r}"}
         return {"success": True}
 
-    def execute_steps(self, steps, saga_tx=None):
+    def execute_steps(self, steps: Iterable[dict[str, Any]], saga_tx: Any = None) -> list[dict[str, Any]]:
         """The host's loop: run steps in order, stop at the first failure."""
-        results = []
+        results: list[dict[str, Any]] = []
         for step in steps:
             result = self.execute(step)
             results.append(result)
@@ -200,7 +200,7 @@ def plain_retry(workspace: Path) -> str:
     return "ran every step again"
 
 
-def checkpointed_retry(store: CheckpointStore, workspace: Path, task_id: int) -> list[dict]:
+def checkpointed_retry(store: CheckpointStore, workspace: Path, task_id: int) -> list[dict[str, Any]]:
     if installed():
         raise CheckpointError("jr_checkpoint.install() is already active in this process; "
                               "run the demo in a process of its own")
@@ -244,7 +244,7 @@ def _first_outcomes(recorded: dict[str, Any] | None, count: int) -> list[str]:
     return outcomes
 
 
-def _second_outcomes(results: list[dict], count: int) -> list[str]:
+def _second_outcomes(results: list[dict[str, Any]], count: int) -> list[str]:
     outcomes = []
     for number in range(count):
         if number >= len(results):
@@ -256,6 +256,11 @@ def _second_outcomes(results: list[dict], count: int) -> list[str]:
         else:
             outcomes.append(f"ran, failed: {results[number].get('error')}")
     return outcomes
+
+
+def _finished(task: dict[str, Any] | None) -> bool:
+    """After the retry: the task's checkpoint row is gone (its history stays)."""
+    return task is not None and task["checkpoint"] is None
 
 
 def run(target: Target, out: Callable[[str], None] = lambda line: None,
@@ -285,7 +290,7 @@ def run(target: Target, out: Callable[[str], None] = lambda line: None,
             resume_at=checkpoint.get("last_completed_step", -1) + 1,
             attempts_before_retry=data.get("attempts") if isinstance(data, dict) else None,
             plain_retry=plain, final_config=(workspace / CONFIG).read_text(),
-            finished=store.load_task(task_id)["checkpoint"] is None,
+            finished=_finished(store.load_task(task_id)),
         )
 
 if __name__ == "__main__":

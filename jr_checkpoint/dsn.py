@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import db
-from .db import DEFAULT_CONNECT_TIMEOUT
+from .db import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT  # re-exported
 from .errors import ConfigurationError
 from .text import MASK, first_line, redacted, scrub, secret_spellings
 
@@ -99,7 +99,7 @@ def _parse(dsn: str, source: str) -> Target:
 _QUOTED = re.compile(r'"([^"]*)"')
 
 
-def _host_config(host_root: str | os.PathLike | None) -> Mapping[str, Any] | None:
+def _host_config(host_root: str | os.PathLike[str] | None) -> Mapping[str, Any] | None:
     if host_root is not None:
         root = os.fspath(host_root)
         if not os.path.isdir(root):
@@ -126,10 +126,15 @@ def _host_config(host_root: str | os.PathLike | None) -> Mapping[str, Any] | Non
     return config
 
 
+#: What a ``dsn`` argument may be: a DSN or URI, libpq's parameters, a resolved target, or
+#: None (the environment, the host's configuration, libpq's defaults: the module docstring).
+Dsn = str | Mapping[str, Any] | Target | None
+
+
 def resolve(
-    dsn: str | Mapping[str, Any] | Target | None = None,
+    dsn: Dsn = None,
     *,
-    host_root: str | os.PathLike | None = None,
+    host_root: str | os.PathLike[str] | None = None,
 ) -> Target:
     """Find the checkpoint database. See the module docstring for the order."""
     if isinstance(dsn, Target):

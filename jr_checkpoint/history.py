@@ -76,7 +76,7 @@ def load_trajectory(target: dsn_module.Target, task_id: int, *,
     return as_trajectory(task_id, load_task(target, task_id, connect_timeout=connect_timeout))
 
 
-def trajectory(task_id: int, dsn: Any = None, *, target: dsn_module.Target | None = None,
+def trajectory(task_id: int, dsn: dsn_module.Dsn = None, *, target: dsn_module.Target | None = None,
                connect_timeout: float | None = dsn_module.DEFAULT_CONNECT_TIMEOUT) -> dict[str, Any]:
     """A task's steps in order and its attempts, for the learning side (a stable shape).
 
@@ -100,10 +100,11 @@ def stopped_at(attempt: dict[str, Any]) -> int | None:
     not known (its ``ran`` is), or the attempt ended by itself."""
     if attempt["outcome"] not in ("died", "lost", "running") or attempt["ran"] is None:
         return None
-    seen = [*attempt["ran"], *(attempt["skipped"] or []), *(attempt["failed"] or [])]
+    seen: list[int] = [*attempt["ran"], *(attempt["skipped"] or []), *(attempt["failed"] or [])]
     if seen:
         return max(seen) + 1
-    return attempt["resumed_at"] if attempt["resumed_at"] is not None else 0
+    resumed: int | None = attempt["resumed_at"]
+    return resumed if resumed is not None else 0
 
 
 def shown_outcome(attempt: dict[str, Any]) -> str:

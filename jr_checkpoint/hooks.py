@@ -5,13 +5,13 @@ contained: the host's learning side must not break its run."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .log import emit
 from .text import describe_error, safe_text
 
 if TYPE_CHECKING:
+    from .options import FinishedHook
     from .task_run import TaskRun
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ REPORTED = ("finished", "failed", "exhausted")
 _failures: set[int] = set()
 
 
-def task_finished(run: TaskRun, callback: Callable[[dict, str], Any] | None) -> None:
+def task_finished(run: TaskRun, callback: FinishedHook | None) -> None:
     """Hand ``run``'s task trajectory to ``callback(trajectory, outcome)``; never raises."""
     if callback is None or run.outcome not in REPORTED:
         return

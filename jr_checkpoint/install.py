@@ -24,9 +24,11 @@ from typing import Any
 import wrapt
 
 from . import decorator
+from .dsn import Dsn
 from .log import emit
 from .options import Options, make_options
 from .store import CheckpointStore
+from .text import safe_text
 
 logger = logging.getLogger(__name__)
 
@@ -117,18 +119,18 @@ def _store() -> CheckpointStore:
     return installation.store if installation is not None else decorator.default_store()
 
 
-def save_checkpoint(self, task_id: int, last_completed_step: int, total_steps: int | None = None,
-                    checkpoint_data: dict | None = None) -> bool:
+def save_checkpoint(self: Any, task_id: int, last_completed_step: int, total_steps: int | None = None,
+                    checkpoint_data: dict[str, Any] | None = None) -> bool:
     """Save a checkpoint for a task so it can resume on retry (True if saved)."""
     return _store().save_checkpoint(task_id, last_completed_step, total_steps, checkpoint_data)
 
 
-def get_last_checkpoint(self, task_id: int) -> dict | None:
+def get_last_checkpoint(self: Any, task_id: int) -> dict[str, Any] | None:
     """Get the last checkpoint for a task (for resume-from-failure), or None."""
     return _store().get_last_checkpoint(task_id)
 
 
-def cleanup_checkpoints(self, task_id: int) -> bool:
+def cleanup_checkpoints(self: Any, task_id: int) -> bool:
     """Remove checkpoints after a task completes successfully (True if it worked)."""
     return _store().cleanup_checkpoints(task_id)
 
@@ -159,7 +161,7 @@ def _hook(installation: _Installation, spec: str,
                 apply(installation, module, path)
             except Exception as exc:  # an exception here would fail the host's import
                 emit(logger, logging.WARNING, "[CHECKPOINT] could not install on %s: %s", spec,
-                     decorator.safe_text(exc), action="install_failed")
+                     safe_text(exc), action="install_failed")
 
     wrapt.register_post_import_hook(on_import, module_name)
 
@@ -174,7 +176,7 @@ def _specs(value: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def install(
-    dsn: Any = None,
+    dsn: Dsn = None,
     *,
     target: str | Sequence[str] | None = None,
     queue_client: str | Sequence[str] | None = DEFAULT_QUEUE_CLIENTS,
@@ -237,6 +239,8 @@ class named_hook:  # noqa: N801 (a function-like callable)
     """``"package.module:function"`` as a callable that imports it at its first call, so that
     a hook named on the command line (``jr-checkpoint run --on-task-finished``) may live in a
     module the host makes importable only once it runs (its own sys.path entries)."""
+
+    _function: Callable[..., Any] | None
 
     def __init__(self, spec: str):
         module, _, name = spec.partition(":")

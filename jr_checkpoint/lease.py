@@ -85,7 +85,7 @@ class LeaseKeeper:
 
     def __init__(self, store: Leases):
         self.store = store
-        self.leases: dict[tuple[int, str], list] = {}  # (task, owner) -> [lost, until]
+        self.leases: dict[tuple[int, str], list[Any]] = {}  # (task, owner) -> [lost, until]
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="jr-checkpoint-lease", daemon=True)
@@ -194,7 +194,8 @@ class Leases:
         owner = uuid.uuid4().hex
         holder = json.dumps(holder_identity())
         deadline = None if wait is None else clock() + wait
-        delay, takeover = 0.02, owner
+        delay = 0.02
+        takeover: str | None = owner
         while True:
             sent = clock()
             params = {"task_id": task_id, "total_steps": total_steps, "owner": owner,
@@ -220,6 +221,7 @@ class Leases:
         """begin_task with this release's functions, else the previous release's: a worker
         restarted before `jr-checkpoint migrate` ran keeps working as the previous release did."""
         missing = self._v2_missing_since
+        answer: dict[str, Any]
         if missing is None or self.db.clock() - missing >= self.RECHECK_SCHEMA:
             try:
                 (answer,) = self.db.run("begin_task", params, patient=True)
@@ -250,6 +252,7 @@ class Leases:
         self.forget_lease(task_id, owner)
         end = end or AttemptEnd("finished" if completed else "exhausted" if exhausted else "failed")
         v1 = owner in self._v1_owners
+        answer: str
         (answer,) = self.db.run("release_task_v1" if v1 else "release_task", {
             "task_id": task_id, "owner": owner, "completed": completed, "exhausted": exhausted,
             **end.params()}, patient=patient)
@@ -259,6 +262,7 @@ class Leases:
     def renew(self, task_id: int, owner: str) -> bool:
         """Push the lease's expiry back; False when another worker took the task from ``owner``."""
         name = "renew_lease_v1" if owner in self._v1_owners else "renew_lease"
+        answer: str
         (answer,) = self.db.run(name, {"task_id": task_id, "owner": owner, "lease": self.lease})
         return answer != "lost"
 

@@ -86,7 +86,9 @@ class Ledger(Protocol):
     store: the lease's protocol, the step records, and how the store measures time."""
 
     lease: float
-    connect_timeout: float | None
+
+    @property
+    def connect_timeout(self) -> float | None: ...
 
     @property
     def clock(self) -> Callable[[], float]: ...

@@ -8,21 +8,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .dsn import Dsn
 from .store import CheckpointStore
 
-TaskIdGetter = Callable[[Any, tuple, dict], Any]
+#: ``task_id(instance, args, kwargs)``: the task id of a call.
+TaskIdGetter = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+#: ``on_exhausted(task_id, checkpoint)`` and ``on_task_finished(trajectory, outcome)``.
+ExhaustedHook = Callable[[int, dict[str, Any] | None], Any]
+FinishedHook = Callable[[dict[str, Any], str], Any]
 
 
 @dataclass(frozen=True)
 class Options:
     store: CheckpointStore | None = None
-    dsn: Any = None
+    dsn: Dsn = None
     task_id: TaskIdGetter | None = None
     enabled: bool = True
     wait: float | None = 0.0
     max_attempts: int | None = None
-    on_exhausted: Callable[[int, dict | None], Any] | None = None
-    on_task_finished: Callable[[dict, str], Any] | None = None
+    on_exhausted: ExhaustedHook | None = None
+    on_task_finished: FinishedHook | None = None
     clock: Callable[[], float] = time.perf_counter
 
     def __post_init__(self) -> None:
@@ -50,4 +55,4 @@ def make_options(**options: Any) -> Options:
     return Options(**options)
 
 
-__all__ = ["OPTION_NAMES", "Options", "TaskIdGetter", "make_options"]
+__all__ = ["OPTION_NAMES", "ExhaustedHook", "FinishedHook", "Options", "TaskIdGetter", "make_options"]

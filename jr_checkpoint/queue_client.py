@@ -32,7 +32,7 @@ class QueueCheckpoints:
         return shape.found and not shape.checkpoints_compatible
 
     def save_checkpoint(self, task_id: int, last_completed_step: int, total_steps: int | None = None,
-                        checkpoint_data: dict | None = None) -> bool:
+                        checkpoint_data: dict[str, Any] | None = None) -> bool:
         """Save a checkpoint for a task so it can resume on retry; False if it failed."""
         try:
             if self._incompatible():

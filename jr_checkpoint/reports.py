@@ -44,7 +44,7 @@ def parse_duration(text: str) -> int:
 
 @contextlib.contextmanager
 def concurrently(target: Target, connect_timeout: float | None,
-                 job: Callable[[Any], Any]) -> Iterator[concurrent.futures.Future]:
+                 job: Callable[[Any], Any]) -> Iterator[concurrent.futures.Future[Any]]:
     """Run ``job(cursor)`` on a connection of its own, in a thread, while the block runs.
 
     Yields the job's future; on leaving the block the job is waited for, and its error, if
@@ -70,7 +70,7 @@ def stats(target: Target, since_seconds: int | None = None, *, limit: int = 5,
     """Per step type, then the slowest and the most-failing steps, over the window (or all time)."""
     with db.cursor(target, connect_timeout) as cur:
         cur.execute(REPORTS["window_start"], {"seconds": since_seconds})
-        params = {"since": cur.fetchone()[0], "limit": limit}  # one start for every query
+        params = {"since": db.one_row(cur)[0], "limit": limit}  # one start for every query
         # The most-failing steps on a second connection while this one counts the step types:
         # PostgreSQL runs a statement on one core (a few when in parallel), so both cores work.
         with concurrently(target, connect_timeout, lambda other: _failing(other, params)) as failing:
@@ -121,12 +121,12 @@ def prune(target: Target, older_than_seconds: int, *, batch: int = PRUNE_BATCH,
     deleted = 0
     with db.cursor(target, connect_timeout) as cur:
         cur.execute(REPORTS["prune_cutoff"], {"seconds": older_than_seconds})
-        (cutoff,) = cur.fetchone()
+        (cutoff,) = db.one_row(cur)
         params = {"cutoff": cutoff, "batch": batch}
         while True:
             cur.execute(REPORTS["prune_batch"], params)
-            steps, _attempts = cur.fetchone()
-            deleted += steps
+            steps, _attempts = db.one_row(cur)
+            deleted += int(steps)
             if progress is not None and steps:
                 progress(deleted)
             if steps < batch:
@@ -140,7 +140,7 @@ def prune(target: Target, older_than_seconds: int, *, batch: int = PRUNE_BATCH,
 def next_demo_task_id(target: Target) -> int:
     with db.cursor(target) as cur:
         cur.execute(REPORTS["next_demo_task_id"])
-        return int(cur.fetchone()[0])
+        return int(db.one_row(cur)[0])
 
 
 # -- text --------------------------------------------------------------------------------------

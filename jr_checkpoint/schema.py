@@ -72,7 +72,7 @@ def migrate(target: Endpoint, connect_timeout: float | None = DEFAULT_CONNECT_TI
             cur.execute(FUNCTIONS)
             shape = read_shape(cur)
             cur.execute(QUERIES["old_functions"])
-            (old,) = cur.fetchone()
+            (old,) = db.one_row(cur)
         # Counted after the commit: the migration's locks (a new table, the functions) are
         # gone by then, so a big table's count never holds up the workers that write it.
         conn.autocommit = True
@@ -89,9 +89,9 @@ def drop_old_functions(target: Endpoint, connect_timeout: float | None = DEFAULT
     with db.transaction(target, connect_timeout, "drop") as cur:
         cur.execute(QUERIES["migration_lock"], {"namespace": LOCK_NAMESPACE})
         cur.execute(QUERIES["old_functions"])
-        (old,) = cur.fetchone()
+        (old,) = db.one_row(cur)
         cur.execute(QUERIES["drop_old_functions"])
-    return old
+    return int(old)
 
 
 def check(target: Endpoint, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> Check:
@@ -102,7 +102,7 @@ def check(target: Endpoint, connect_timeout: float | None = DEFAULT_CONNECT_TIME
         return Check(list(shape.problems) or _privilege_problems(cur), list(shape.notes))
 
 
-def _privilege_problems(cur) -> list[str]:
+def _privilege_problems(cur: db.Cursor) -> list[str]:
     """``[]``, or one line naming every privilege a worker needs and the role lacks.
 
     A role that may SELECT but not INSERT, or INSERT without USAGE on the SERIAL's sequence,
@@ -112,7 +112,7 @@ def _privilege_problems(cur) -> list[str]:
                 {"tables": list(TABLE_NAMES), "functions": list(WORKER_FUNCTIONS)})
     rows = cur.fetchall()
     cur.execute(ADMIN["current_role"])
-    (role,) = cur.fetchone()
+    (role,) = db.one_row(cur)
     missing = [f"{privilege} on {name}" if kind == "table" else f"{privilege} on {kind} {name}"
                for privilege, kind, name in rows if privilege is not None]
     problems = [f"function {name} is missing" for privilege, _, name in rows if privilege is None]

@@ -21,9 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .sql import QUERIES, SCHEMA, TABLES
+
+if TYPE_CHECKING:
+    from .db import Cursor
 
 #: What a cut value ends with, inside the column's width.
 CUT_MARK = "...[cut]"
@@ -135,7 +138,7 @@ def fit(value: Any, chars: int | None) -> Any:
     return text[:chars - len(CUT_MARK)] + CUT_MARK
 
 
-def read_shape(cursor) -> Shape:
+def read_shape(cursor: Cursor) -> Shape:
     """The live tables' shape, in one query (``live_shape``) on ``cursor``."""
     cursor.execute(QUERIES["live_shape"])
     return from_rows(cursor.fetchall())
@@ -170,14 +173,14 @@ def from_rows(rows: Iterable[Sequence[Any]]) -> Shape:
                  problems=tuple(problems), notes=tuple(notes))
 
 
-def _per_step(columns: dict, keys: list[tuple[str, ...]]) -> bool:
+def _per_step(columns: dict[str, Any], keys: list[tuple[str, ...]]) -> bool:
     """A Feb-03 draft's table: a row per step (UNIQUE (task_id, step_number)), none per task."""
     per_task = any(set(key) == {"task_id"} for key in keys)
     return not per_task and ("step_number" in columns
                              or any(set(key) == {"task_id", "step_number"} for key in keys))
 
 
-def _per_step_line(columns: dict) -> str:
+def _per_step_line(columns: dict[str, Any]) -> str:
     missing = [name for name in TABLES["jr_task_checkpoints"] if name not in columns]
     lacking = f"; no {', '.join(missing)}" if missing else ""
     return ("table jr_task_checkpoints is per step (UNIQUE (task_id, step_number)"
@@ -185,8 +188,8 @@ def _per_step_line(columns: dict) -> str:
             "into it and workers run unchecked")
 
 
-def _compare(table: str, columns: dict, keys: list, problems: list[str], notes: list[str],
-             fields: dict[str, Any]) -> None:
+def _compare(table: str, columns: dict[str, Any], keys: list[tuple[str, ...]], problems: list[str],
+             notes: list[str], fields: dict[str, Any]) -> None:
     """One line per difference between a live table and the seed's: ``problems`` for what the
     ledger cannot write around, ``notes`` for what it adapts to or may ignore."""
     seed_not_null = _SEED_NOT_NULL.get(table, set())

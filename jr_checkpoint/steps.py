@@ -24,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 SUCCESS, FAILED, ERROR = "success", "failed", "error"
 
@@ -108,12 +108,12 @@ def host_hash(task_id: int, step_number: int, step_type: Any, target_file: Any) 
 
 # -- what a step is ---------------------------------------------------------------------------
 
-def is_mapping(value: Any) -> bool:
+def is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     """isinstance(value, Mapping), without the ABC check for a plain dict (the common case)."""
     return type(value) is dict or isinstance(value, Mapping)
 
 
-def _args(step: Mapping) -> Mapping:
+def _args(step: Mapping[str, Any]) -> Mapping[str, Any]:
     args = step.get("args")
     return args if is_mapping(args) else {}
 
@@ -210,10 +210,11 @@ class StepSequence:
         self.exhausted = True
         if isinstance(steps, Iterator):
             # Single pass: hand the host a generator that remembers what it produced.
-            self.items: list | Sequence = []
+            produced: list[Any] = []
+            self.items: Sequence[Any] = produced
             self.total: int | None = None
             self.exhausted = False
-            self.argument = self._remember(steps)
+            self.argument = self._remember(steps, produced)
         elif isinstance(steps, Sequence):
             self.items, self.total = steps, len(steps)
         else:
@@ -221,9 +222,9 @@ class StepSequence:
             self.items = list(steps)
             self.total = len(self.items)
 
-    def _remember(self, steps):
+    def _remember(self, steps: Iterator[Any], produced: list[Any]) -> Iterator[Any]:
         for item in steps:
-            self.items.append(item)
+            produced.append(item)
             yield item
         self.exhausted = True
 

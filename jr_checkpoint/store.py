@@ -45,10 +45,10 @@ class CheckpointStore:
 
     def __init__(
         self,
-        dsn: Any = None,
+        dsn: dsn_module.Dsn = None,
         *,
-        connect_timeout: float = dsn_module.DEFAULT_CONNECT_TIMEOUT,
-        host_root: str | os.PathLike | None = None,
+        connect_timeout: float | None = dsn_module.DEFAULT_CONNECT_TIMEOUT,
+        host_root: str | os.PathLike[str] | None = None,
         lease: float = DEFAULT_LEASE,
         outage: float = DEFAULT_OUTAGE,
         sleep: Callable[[float], None] = time.sleep,
@@ -173,11 +173,11 @@ class CheckpointStore:
     # -- the seed's Step 3 trio (jr_checkpoint.queue_client) ------------------------------------
 
     def save_checkpoint(self, task_id: int, last_completed_step: int, total_steps: int | None = None,
-                        checkpoint_data: dict | None = None) -> bool:
+                        checkpoint_data: dict[str, Any] | None = None) -> bool:
         """Save a checkpoint for a task so it can resume on retry; False if it failed."""
         return self.queue.save_checkpoint(task_id, last_completed_step, total_steps, checkpoint_data)
 
-    def get_last_checkpoint(self, task_id: int) -> dict | None:
+    def get_last_checkpoint(self, task_id: int) -> dict[str, Any] | None:
         """The task's last checkpoint (last_completed_step, total_steps, checkpoint_data)."""
         return self.queue.get_last_checkpoint(task_id)
 

@@ -11,7 +11,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from . import steps as step_rules
 from . import telemetry
@@ -147,7 +147,7 @@ class TaskRun:
         if state is None:
             raise TaskLockedError(f"task {self.task_id} is being run by another worker")
         self.state, self.recording = state, Recording.LIVE
-        self.store.hold(self.task_id, state.owner, state.lease_until)
+        self.store.hold(self.task_id, cast(str, state.owner), state.lease_until)  # begin_task's: set
         self.plan = SlotPlan(self.task_id, {
             number: Row(rec.execution_result, rec.content_hash, rec.step_type, rec.target_file)
             for number, rec in state.steps.items()
@@ -225,7 +225,7 @@ class TaskRun:
                 except Exception:
                     pass
             return
-        owner = self.state.owner  # its lease is forgotten by the record or the release that ends it
+        owner = cast(str, self.state.owner)  # set by begin(); forgotten by the record or release ending it
         if recording is not Recording.LOST or self.expired:
             try:
                 self._flush(owner, force=True, patient=recording is not Recording.OUTAGE)
@@ -263,7 +263,7 @@ class TaskRun:
 
     # -- one step ---------------------------------------------------------------------------
 
-    def run_step(self, execute: Callable, args: tuple, kwargs: dict) -> Any:
+    def run_step(self, execute: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         step = args[0] if args else kwargs.get("step")
         position = self.steps.locate(step)
         if position is None:
@@ -318,7 +318,7 @@ class TaskRun:
 
     def _check_lease(self, position: int) -> None:
         """Before a step runs: is the task still surely ours?"""
-        owner = self.state.owner
+        owner = cast(str, self.state.owner)  # set by begin(), which took the task
         if self.store.lost(self.task_id, owner):
             raise self._lose("another worker took it over", position)
         if self.store.clock() >= self.store.lease_until(self.task_id, owner):
@@ -351,7 +351,7 @@ class TaskRun:
                 and self.all_succeeded()):
             record["end"] = self._end("finished")  # the last step: the same statement ends the attempt
         self.pending.append(record)
-        self._flush(self.state.owner, force=self.recording is Recording.LIVE)
+        self._flush(cast(str, self.state.owner), force=self.recording is Recording.LIVE)
 
     def _note_ran(self, slot: int, outcome: str) -> None:
         if self.first_run is None:

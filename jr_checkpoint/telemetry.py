@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 try:  # once, at import: the rest of the module tests `trace is None`
     from opentelemetry import context as otel_context
@@ -75,13 +75,13 @@ class _Instruments:
         self.unchecked_calls = meter.create_counter(
             "jr_checkpoint.unchecked_calls", unit="{call}",
             description="Times a checkpointed call went on without checkpoints, by reason")
-        latency = dict(name="jr_checkpoint.record.duration", unit="ms",
-                       description="Latency of one step's record in the ledger")
+        name, description = "jr_checkpoint.record.duration", "Latency of one step's record in the ledger"
         try:
             self.record_duration = meter.create_histogram(
-                **latency, explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS)
+                name, unit="ms", description=description,
+                explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS)
         except TypeError:  # an API older than 1.30 (a host's venv): the SDK's default buckets
-            self.record_duration = meter.create_histogram(**latency)
+            self.record_duration = meter.create_histogram(name, unit="ms", description=description)
 
 
 _current: _Instruments | None = None
@@ -171,7 +171,7 @@ class Span:
             _swallow(exc)
         return self
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         instruments = self._instruments
         if instruments is None:
             return False
@@ -214,7 +214,7 @@ class _NoSpan:
     def __enter__(self) -> _NoSpan:
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> Literal[False]:
         return False
 
 

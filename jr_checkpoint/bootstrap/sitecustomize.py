@@ -22,6 +22,7 @@ jr-checkpoint's.
 
 import os
 import sys
+from typing import Any
 
 _PREFIX = "jr-checkpoint run: "
 _REQUIRE = "JR_CHECKPOINT_REQUIRE"
@@ -29,12 +30,12 @@ _REQUIRE = "JR_CHECKPOINT_REQUIRE"
 _UNCHECKED_EXIT = 78
 
 
-def _say(message):
+def _say(message: str) -> None:
     sys.stderr.write(_PREFIX + message + "\n")
     sys.stderr.flush()
 
 
-def _chain():
+def _chain() -> None:
     """Run the sitecustomize this one hides, if there is one, as `site` would have."""
     import importlib.machinery
     import importlib.util
@@ -50,11 +51,11 @@ def _chain():
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # as site does: report and go on
-        sys.modules["sitecustomize"] = ours
+        sys.modules["sitecustomize"] = ours  # type: ignore[assignment]  # None as found: kept as is
         _say(f"the other sitecustomize ({spec.origin}) failed: {type(exc).__name__}: {exc}")
 
 
-def _refuse_or_go_on(problem):
+def _refuse_or_go_on(problem: str) -> None:
     """One line; then stop this Python if the worker must not run unchecked."""
     if os.environ.get(_REQUIRE) == "1":
         _say(problem + "; not running it without checkpoints: install jr-checkpoint in that "
@@ -63,7 +64,7 @@ def _refuse_or_go_on(problem):
     _say(problem + "; running without checkpoints")
 
 
-def _install():
+def _install() -> None:
     try:
         import jr_checkpoint
     except Exception as exc:
@@ -71,7 +72,7 @@ def _install():
                          f"{type(exc).__name__}: {exc}")
         return
     dsn = os.environ.get("JR_CHECKPOINT_DSN") or None
-    options = {}
+    options: dict[str, Any] = {}  # install()'s keywords
     try:
         if os.environ.get("JR_CHECKPOINT_WAIT"):
             options["wait"] = float(os.environ["JR_CHECKPOINT_WAIT"])

@@ -9,24 +9,22 @@ Needs the ``web`` extra (Flask). ``jr-checkpoint serve`` serves the same pages o
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
 
 from flask import Blueprint
 
 from .. import dsn as dsn_module
 from ..store import CheckpointStore
-from .views import Views, register
+from .views import ViewDecorator, Views, register
 
 
 def create_blueprint(
     *,
-    dsn: Any = None,
+    dsn: dsn_module.Dsn = None,
     store: CheckpointStore | None = None,
-    auth: Callable[[Callable], Callable] | None = None,
+    auth: ViewDecorator | None = None,
     name: str = "jr_checkpoint",
     connect_timeout: float = dsn_module.DEFAULT_CONNECT_TIMEOUT,
-    host_root: str | os.PathLike | None = None,
+    host_root: str | os.PathLike[str] | None = None,
 ) -> Blueprint:
     """A new blueprint with the dashboard's pages and their JSON twins (read-only).
 

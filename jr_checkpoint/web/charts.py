@@ -72,7 +72,7 @@ def columns(title: str, slices: Sequence[tuple[str, dict[str, int]]], series: Se
         parts.append(f'<text class="chart-label" x="{left + 8}" y="{10 + plot_h / 2:.0f}">'
                      "nothing in this window</text>")
     for i, (label, counts) in enumerate(slices):
-        y = 10 + plot_h
+        y: float = 10 + plot_h
         for name in series:
             count = counts.get(name, 0)
             if not count:

@@ -52,10 +52,10 @@ def ledger(dsn: str | None, host_root: str | None, data_dir: str | None,
 def serve(target: dsn_module.Target, host: str, port: int, say: Callable[[str], None],
           connect_timeout: float = dsn_module.DEFAULT_CONNECT_TIMEOUT) -> None:
     """Serve until interrupted (Ctrl-C: KeyboardInterrupt, which the caller turns into exit 0)."""
-    import waitress
+    import waitress.server
 
     try:
-        server = waitress.create_server(make_app(target, connect_timeout), host=host, port=port,
+        server = waitress.server.create_server(make_app(target, connect_timeout), host=host, port=port,
                                         threads=THREADS, ident="jr-checkpoint")
     except OSError as exc:  # the port is taken, the address is not ours
         raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

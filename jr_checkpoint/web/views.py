@@ -11,9 +11,10 @@ import datetime
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from flask import Blueprint, Response, render_template, request
+from flask.typing import ResponseReturnValue
 
 from .. import history
 from ..dsn import Target
@@ -27,10 +28,18 @@ RETRY_SECONDS = 5  # the 503 page, and a page showing a running task, reload thi
 MAX_PAGE = 500
 
 
+#: The host's ``auth`` decorator, applied to each view.
+ViewDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
 class BadParameter(ValueError):
     """A query parameter the dashboard cannot use: a 400 with this one line."""
 
 
+@overload
+def _choice(name: str, allowed: Any, default: str) -> str: ...
+@overload
+def _choice(name: str, allowed: Any, default: None) -> str | None: ...
 def _choice(name: str, allowed: Any, default: str | None) -> str | None:
     value = request.args.get(name, default)
     if value in (None, "") and default is None:
@@ -131,17 +140,17 @@ class Views:
     # -- errors ------------------------------------------------------------------------------
 
     @staticmethod
-    def _error(status: int, message: str):
+    def _error(status: int, message: str) -> ResponseReturnValue:
         if (request.endpoint or "").rpartition(".")[2].startswith("api_"):  # not the path: the
             # host may well mount the dashboard under an /api/ prefix of its own
             return _json({"error": message}, status)
         return render_template("jr_checkpoint/error.html", status=status, message=message,
                                page=None, refresh=RETRY_SECONDS if status == 503 else None), status
 
-    def bad_parameter(self, exc: BadParameter):
+    def bad_parameter(self, exc: BadParameter) -> ResponseReturnValue:
         return self._error(400, str(exc))
 
-    def ledger_error(self, exc: CheckpointError):
+    def ledger_error(self, exc: CheckpointError) -> ResponseReturnValue:
         """The full message goes to the log; the page names no host, port or database."""
         logger.warning("dashboard query failed: %s", exc, extra={"action": "dashboard_error"})
         if isinstance(exc, SchemaMissing):
@@ -199,10 +208,10 @@ def _times(data: Any) -> Any:
     return data
 
 
-def register(blueprint: Blueprint, views: Views, auth: Callable | None) -> None:
+def register(blueprint: Blueprint, views: Views, auth: ViewDecorator | None) -> None:
     """Every route, each wrapped in the host's ``auth`` decorator when there is one."""
-    guard = auth if auth is not None else (lambda view: view)
-    routes = [
+    guard: ViewDecorator = auth if auth is not None else (lambda view: view)
+    routes: list[tuple[str, str, Callable[..., Any]]] = [
         ("/", "tasks", views.tasks_page),
         ("/api/tasks", "api_tasks", views.tasks_api),
         ("/tasks/<task_id>", "task", views.task_page),
