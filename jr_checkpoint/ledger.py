@@ -163,7 +163,8 @@ class StepLedger:
             (recorded,) = self.db.run("record_step", params, patient=patient,  # named so in errors
                                       sql=_CHECKED if end is None else _CHECKED_END)
         else:  # let the server refuse it, in its own words (the casts of record_step)
-            (recorded,) = self.db.run("record_step_v1" if v1 else "record_step", {
+            name = "record_step_v1" if v1 else "record_step" if end is None else "finish_step"
+            (recorded,) = self.db.run(name, {
                 "task_id": task_id, "owner": owner, "step_number": step_number,
                 "step_type": bound_text(step_type),
                 "target_file": bound_text(target_file), "content_hash": content_hash,

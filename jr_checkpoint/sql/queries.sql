@@ -33,9 +33,11 @@ DROP FUNCTION IF EXISTS jr_checkpoint_begin(integer, integer, text, double preci
 DROP FUNCTION IF EXISTS jr_checkpoint_record_step(integer, text, integer, varchar, text, varchar,
     varchar, integer, text, integer, integer, double precision);
 DROP FUNCTION IF EXISTS jr_checkpoint_begin_v2(integer, integer, text, double precision, jsonb, text);
-DROP FUNCTION IF EXISTS jr_checkpoint_record_step_v2(integer, text, integer, varchar, text, varchar,
+DROP FUNCTION IF EXISTS jr_checkpoint_finish_step_v2(integer, text, integer, varchar, text, varchar,
     varchar, integer, text, integer, integer, double precision, text, integer, integer[], integer[],
     integer[]);
+DROP FUNCTION IF EXISTS jr_checkpoint_record_step_v2(integer, text, integer, varchar, text, varchar,
+    varchar, integer, text, integer, integer, double precision);
 DROP FUNCTION IF EXISTS jr_checkpoint_end_v2(integer, text, boolean, boolean, text, integer, integer[],
     integer[], integer[]);
 DROP FUNCTION IF EXISTS jr_checkpoint_renew_v2(integer, text, double precision);
@@ -60,6 +62,14 @@ SELECT jr_checkpoint_record_step_v2(
     %(task_id)s::text::integer, %(owner)s, %(step_number)s::text::integer, %(step_type)s,
     %(target_file)s, %(content_hash)s, %(execution_result)s,
     %(execution_time_ms)s::text::integer, %(error_detail)s,
+    %(last_completed_step)s::text::integer, %(total_steps)s::text::integer, %(lease)s);
+
+-- name: finish_step
+-- The same for a task's last step, which also ends the attempt (functions.sql).
+SELECT jr_checkpoint_finish_step_v2(
+    %(task_id)s::text::integer, %(owner)s, %(step_number)s::text::integer, %(step_type)s,
+    %(target_file)s, %(content_hash)s, %(execution_result)s,
+    %(execution_time_ms)s::text::integer, %(error_detail)s,
     %(last_completed_step)s::text::integer, %(total_steps)s::text::integer, %(lease)s,
     %(end_outcome)s, %(resumed_at)s, %(ran)s::integer[], %(skipped)s::integer[], %(failed)s::integer[]);
 
@@ -73,7 +83,7 @@ SELECT jr_checkpoint_record_step_v2(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 
 -- name: record_step_checked_end
 -- The same for a task's last step, which also ends the attempt: then its outcome, resumed_at,
 -- and the steps it ran, skipped and failed.
-SELECT jr_checkpoint_record_step_v2(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+SELECT jr_checkpoint_finish_step_v2(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                                     %s, %s, %s::integer[], %s::integer[], %s::integer[]);
 
 -- name: renew_lease

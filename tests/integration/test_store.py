@@ -522,6 +522,18 @@ def test_a_takeover_resent_after_a_lost_answer_still_takes_the_task(store, dsn, 
     assert (state.attempt, data["attempts"], data["fence"], data["owner"]) == (2, 2, 2, state.owner)
 
 
+def test_a_last_step_resent_after_a_lost_answer_is_still_recorded_and_the_task_finished(store, dsn,
+                                                                                       monkeypatch):
+    LostAnswers(monkeypatch, [False, True])  # the last step's answer is lost: the server recorded
+    state = store.begin_task(7, 1)            # the step, ended the attempt and released the task
+    end = store_module.AttemptEnd("finished", None, (0,))
+    store.record_step(7, 0, owner=state.owner, execution_result="success", last_completed_step=0,
+                      end=end)  # sent again: its own work, found done, not "the task was taken"
+    assert store.round_trips == 3  # begin, the last step, the same again
+    assert checkpoint_row(dsn, 7) is None
+    assert query(dsn, "SELECT outcome, ran FROM jr_task_attempts WHERE task_id = 7") == [("finished", [0])]
+
+
 # -- connections ---------------------------------------------------------------------------------
 
 
