@@ -109,9 +109,9 @@ class TaskRun:
             telemetry.count_unchecked(self.task_id, "incompatible_schema" if said else "ledger_failed")
             if outage:
                 telemetry.count_outage(self.task_id)
-        if self.recording in (Recording.LIVE, Recording.NONE) and not said:
-            self._log(logging.WARNING, "[CHECKPOINT] task %s: %s failed, running the rest unchecked: %s",
-                      self.task_id, doing, safe_text(exc), action="checkpoint_unavailable")
+            if not said:
+                self._log(logging.WARNING, "[CHECKPOINT] task %s: %s failed, running the rest unchecked: %s",
+                          self.task_id, doing, safe_text(exc), action="checkpoint_unavailable")
         if self.recording in (Recording.LIVE, Recording.OUTAGE):
             if outage:
                 self.recording = Recording.OUTAGE
