@@ -77,7 +77,8 @@ SELECT jr_checkpoint_finish_step_v2(
 -- The same, for the common case: every integer already checked to be an INTEGER, so no casts
 -- (a fifth of the round trip, measured); the values bound in order (task_id, owner,
 -- step_number, step_type, target_file, hash, result, time_ms, error, last_completed_step,
--- total_steps, lease). Writing plain values into the text instead measured the same.
+-- total_steps, lease). Writing plain values into the text instead saved 8 us of client CPU a
+-- call, within the noise of a step's time (docs/benchmark.md).
 SELECT jr_checkpoint_record_step_v2(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s);
 
 -- name: record_step_checked_end
