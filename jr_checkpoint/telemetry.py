@@ -272,41 +272,32 @@ def _event(name: str, task_id: int) -> None:
         span.add_event(name, {TASK_ID: task_id})
 
 
-def count_lease_loss(task_id: int) -> None:
-    """Another worker took ``task_id`` over: this call stops."""
+def _count(counter: str, event: str, task_id: int | None, attributes: dict[str, str] | None = None) -> None:
+    """Add one to the instrument named ``counter``, and an ``event`` on the call's span."""
     instruments = _instruments()
     if instruments is None:
         return
     try:
-        instruments.lease_losses.add(1)
-        _event("jr_checkpoint.lease_lost", task_id)
+        getattr(instruments, counter).add(1, attributes)
+        if task_id is not None:
+            _event(event, task_id)
     except Exception as exc:
         _swallow(exc)
+
+
+def count_lease_loss(task_id: int) -> None:
+    """Another worker took ``task_id`` over: this call stops."""
+    _count("lease_losses", "jr_checkpoint.lease_lost", task_id)
 
 
 def count_outage(task_id: int) -> None:
     """The ledger could not be reached during ``task_id``'s call."""
-    instruments = _instruments()
-    if instruments is None:
-        return
-    try:
-        instruments.outages.add(1)
-        _event("jr_checkpoint.outage", task_id)
-    except Exception as exc:
-        _swallow(exc)
+    _count("outages", "jr_checkpoint.outage", task_id)
 
 
 def count_unchecked(task_id: int | None, reason: str = "ledger_failed") -> None:
     """A call goes on without checkpoints; ``reason`` is one of a few fixed words."""
-    instruments = _instruments()
-    if instruments is None:
-        return
-    try:
-        instruments.unchecked_calls.add(1, {REASON: reason})
-        if task_id is not None:
-            _event("jr_checkpoint.unchecked", task_id)
-    except Exception as exc:
-        _swallow(exc)
+    _count("unchecked_calls", "jr_checkpoint.unchecked", task_id, {REASON: reason})
 
 
 def record_latency(seconds: float) -> None:
