@@ -60,6 +60,9 @@ $$;
 -- every step row, or the current holder when the task is not taken. One round trip.
 -- `p_owner` is new for each call, so a row it already owns means this very call was sent
 -- again after its answer was lost: the task is still taken, and counted once.
+-- A fresh task costs five statements (whose the row was, the checkpoint row, one read of the
+-- task's attempts, the attempt row, the steps): the one read of the attempts tells whether
+-- there is a lease to give back or an attempt to close, instead of a statement for each.
 CREATE OR REPLACE FUNCTION jr_checkpoint_begin_v2(
     p_task_id integer, p_total_steps integer, p_owner text, p_lease double precision,
     p_holder jsonb, p_takeover text)
@@ -68,9 +71,12 @@ DECLARE
     v_now double precision := extract(epoch FROM clock_timestamp());
     v_taken json;
     v_prior text;
-    v_live jr_task_attempts%ROWTYPE;
     v_holder jsonb;
     v_attempt integer;
+    v_last integer;
+    v_open boolean;
+    v_live integer;
+    v_row jr_task_attempts%ROWTYPE;
 BEGIN
     -- Whose the row was (no lock: the upsert below decides, on the locked row).
     SELECT checkpoint_data ->> 'owner' INTO v_prior FROM jr_task_checkpoints WHERE task_id = p_task_id;
@@ -105,18 +111,24 @@ BEGIN
                                 'total_steps', t.total_steps,
                                 'checkpoint_data', t.checkpoint_data)
     INTO v_taken;
-    IF v_taken IS NOT NULL AND v_prior IS NULL THEN
-        -- The row was new, or had no owner: the host's own cleanup_checkpoints() or
-        -- save_checkpoint() may have removed a live owner's lease from it. The owner's attempt
-        -- row still has it: give the lease back, and do not take the task.
-        SELECT * INTO v_live FROM jr_task_attempts
-        WHERE task_id = p_task_id AND ended_at IS NULL AND lease_until >= v_now
-          AND owner IS DISTINCT FROM p_owner AND owner IS DISTINCT FROM p_takeover
-        ORDER BY attempt DESC LIMIT 1;
-        IF FOUND THEN
+    IF v_taken IS NOT NULL THEN
+        -- The task's attempts, in one read: the last number, ours (this very call sent again),
+        -- whether another is open, and the latest other one still live by its lease.
+        SELECT max(attempt), max(attempt) FILTER (WHERE owner = p_owner),
+               bool_or(ended_at IS NULL AND owner IS DISTINCT FROM p_owner),
+               max(attempt) FILTER (WHERE ended_at IS NULL AND lease_until >= v_now
+                                      AND owner IS DISTINCT FROM p_owner
+                                      AND owner IS DISTINCT FROM p_takeover)
+          INTO v_last, v_attempt, v_open, v_live
+          FROM jr_task_attempts WHERE task_id = p_task_id;
+        IF v_prior IS NULL AND v_live IS NOT NULL THEN
+            -- The row was new, or had no owner, and a live owner's attempt is open: the
+            -- host's own cleanup_checkpoints() or save_checkpoint() removed its lease from
+            -- the row. Give the lease back, and do not take the task.
+            SELECT * INTO v_row FROM jr_task_attempts WHERE task_id = p_task_id AND attempt = v_live;
             UPDATE jr_task_checkpoints SET checkpoint_data = checkpoint_data || jsonb_build_object(
-                'owner', v_live.owner, 'lease_until', v_live.lease_until,
-                'holder', jsonb_build_object('host', v_live.host, 'pid', v_live.pid))
+                'owner', v_row.owner, 'lease_until', v_row.lease_until,
+                'holder', jsonb_build_object('host', v_row.host, 'pid', v_row.pid))
             WHERE task_id = p_task_id;
             v_taken := NULL;
         END IF;
@@ -125,14 +137,14 @@ BEGIN
         SELECT checkpoint_data INTO v_holder FROM jr_task_checkpoints WHERE task_id = p_task_id;
         RETURN json_build_object('taken', false, 'holder', v_holder, 'now', v_now);
     END IF;
-    PERFORM jr_checkpoint_close_dead_v2(p_task_id, p_owner);
-    SELECT attempt INTO v_attempt FROM jr_task_attempts WHERE task_id = p_task_id AND owner = p_owner;
-    IF NOT FOUND THEN
+    IF v_open THEN
+        PERFORM jr_checkpoint_close_dead_v2(p_task_id, p_owner);  -- as 'died'
+    END IF;
+    IF v_attempt IS NULL THEN
         INSERT INTO jr_task_attempts (task_id, attempt, owner, host, pid, lease_until)
-        SELECT p_task_id, COALESCE(max(attempt), 0) + 1, p_owner, p_holder ->> 'host',
-               CASE WHEN jsonb_typeof(p_holder -> 'pid') = 'number' THEN (p_holder ->> 'pid')::integer END,
-               v_now + p_lease
-        FROM jr_task_attempts WHERE task_id = p_task_id
+        VALUES (p_task_id, COALESCE(v_last, 0) + 1, p_owner, p_holder ->> 'host',
+                CASE WHEN jsonb_typeof(p_holder -> 'pid') = 'number' THEN (p_holder ->> 'pid')::integer END,
+                v_now + p_lease)
         RETURNING attempt INTO v_attempt;
     END IF;
     -- A new statement, so a new snapshot: it sees every step the previous owner committed.
@@ -258,6 +270,10 @@ END $$;
 
 -- A task's last step: its record, then, in the same statement, the end of the attempt
 -- (jr_checkpoint_end_v2), so that giving the task up costs no round trip of its own.
+-- The common case costs three statements: deleting our own checkpoint row is the fence (it
+-- locks the row, and finds it only while we own it), then the step row and the attempt's end.
+-- Anything else (a row the host's own helpers changed, a takeover, this very call sent again)
+-- goes the general way: the record, then jr_checkpoint_end_v2.
 CREATE OR REPLACE FUNCTION jr_checkpoint_finish_step_v2(
     p_task_id integer, p_owner text, p_step_number integer, p_step_type varchar,
     p_target_file text, p_hash varchar, p_result varchar, p_time_ms integer, p_error text,
@@ -266,6 +282,31 @@ CREATE OR REPLACE FUNCTION jr_checkpoint_finish_step_v2(
     p_failed integer[])
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
+    DELETE FROM jr_task_checkpoints WHERE task_id = p_task_id AND checkpoint_data ->> 'owner' = p_owner;
+    IF FOUND THEN
+        -- Ours, locked: a takeover changes the row's owner first, so our attempt is open.
+        UPDATE jr_task_attempts SET
+            ended_at = NOW(), outcome = p_end_outcome, resumed_at = p_resumed_at,
+            ran = p_ran, skipped = p_skipped, failed = p_failed
+        WHERE task_id = p_task_id AND owner = p_owner AND ended_at IS NULL;
+        IF NOT FOUND THEN  -- cannot happen (see above); if it did, write nothing
+            RAISE EXCEPTION 'jr-checkpoint: task % changed hands', p_task_id USING ERRCODE = 'JRC01';
+        END IF;
+        INSERT INTO jr_step_rewards AS r
+            (task_id, step_number, step_type, target_file, step_content_hash,
+             execution_result, execution_time_ms, error_detail)
+        VALUES (p_task_id, p_step_number, p_step_type, p_target_file, p_hash,
+                p_result, p_time_ms, p_error)
+        ON CONFLICT (task_id, step_number) DO UPDATE SET
+            step_type = EXCLUDED.step_type,
+            target_file = EXCLUDED.target_file,
+            step_content_hash = EXCLUDED.step_content_hash,
+            execution_result = EXCLUDED.execution_result,
+            execution_time_ms = EXCLUDED.execution_time_ms,
+            error_detail = EXCLUDED.error_detail,
+            updated_at = NOW();
+        RETURN true;
+    END IF;
     IF NOT jr_checkpoint_record_step_v2(p_task_id, p_owner, p_step_number, p_step_type,
             p_target_file, p_hash, p_result, p_time_ms, p_error, p_last_completed_step,
             p_total_steps, p_lease) THEN

@@ -717,6 +717,41 @@ def test_the_host_seed_methods_mid_task_do_not_take_the_task_from_its_worker(sto
     assert query(dsn, "SELECT step_number FROM jr_step_rewards WHERE task_id = 41 ORDER BY 1") == [(0,), (1,)]
 
 
+@pytest.mark.parametrize("host_call", ["save_checkpoint", "cleanup_checkpoints"])
+def test_the_host_seed_methods_before_the_last_step_still_let_it_finish_the_task(store, dsn, host_call):
+    """The last step's record ends the attempt; the host's own helpers just removed our lease
+    from the row (or the row): the record takes it back, and the task ends finished."""
+    owner = store.begin_task(43, 2).owner
+    store.record_step(43, 0, owner=owner, execution_result="success", last_completed_step=0)
+    if host_call == "save_checkpoint":
+        assert store.save_checkpoint(43, 0, 2, {"note": "the host's own"})
+    else:
+        assert store.cleanup_checkpoints(43)
+    store.record_step(43, 1, owner=owner, execution_result="success", last_completed_step=1,
+                      end=store_module.AttemptEnd("finished", None, (0, 1)))
+    assert checkpoint_row(dsn, 43) is None
+    attempts = query(dsn, "SELECT outcome, ran FROM jr_task_attempts WHERE task_id = 43")
+    assert attempts == [("finished", [0, 1])]
+    assert query(dsn, "SELECT step_number FROM jr_step_rewards WHERE task_id = 43 ORDER BY 1") == [(0,), (1,)]
+
+
+def test_a_stale_owners_last_step_writes_nothing_and_ends_nothing(store, dsn):
+    first = CheckpointStore(dsn, lease=0.2)
+    try:
+        owner = first.begin_task(44, 1).owner
+        state = store.begin_task(44, wait=10)  # once the first lease expires (it is never renewed)
+        assert state is not None
+        with pytest.raises(TaskOwnershipLost):
+            first.record_step(44, 0, owner=owner, execution_result="success",
+                              end=store_module.AttemptEnd("finished", None, (0,)))
+    finally:
+        first.close()
+    assert query(dsn, "SELECT count(*) FROM jr_step_rewards WHERE task_id = 44") == [(0,)]
+    assert lease_data(dsn, 44)["owner"] == state.owner  # still the new owner's
+    assert query(dsn, "SELECT attempt, outcome FROM jr_task_attempts WHERE task_id = 44 ORDER BY 1") == [
+        (1, "died"), (2, "running")]
+
+
 def test_a_task_another_worker_released_stays_lost(store, dsn):
     first = CheckpointStore(dsn, lease=0.2)
     try:
