@@ -52,9 +52,16 @@ def process_identity(pid: int) -> str | None:
         return None
 
 
+_own_identity: tuple[int, str | None] = (-1, None)  # (pid, its process_identity): read once a process
+
+
 def holder_identity() -> dict[str, Any]:
+    """Who takes a task: this host and process (read once a process, not at each task)."""
+    global _own_identity
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "proc": process_identity(pid)}
+    if _own_identity[0] != pid:
+        _own_identity = (pid, process_identity(pid))
+    return {"host": socket.gethostname(), "pid": pid, "proc": _own_identity[1]}
 
 
 def holder_is_dead(holder: Any) -> bool:
