@@ -6,9 +6,16 @@ Each round runs the floor (N processes, each upserting its share of the tasks' s
 floor table, one autocommit statement a step) and then the library (N processes, each running
 its share of the tasks through the real @checkpointed_steps, one CheckpointStore a process),
 then the floor again, and so on: ratios are taken within a pair, as in the one-process mode.
-Every process connects and builds its executor before a shared start; a run's time is from
-that start to the last process's end. Afterwards every step must have run exactly once
-(counted by the executors) and left exactly one success row, with no checkpoint row left.
+Two references run in the same rounds, to show what the library's ratio is made of: the
+ledger's table alone (one upsert of a step row into a copy of jr_step_rewards with all its
+indexes: no fence, no lease, no library code) and the ledger's statements alone (a task's
+begin and its step records through CheckpointStore, without the decorator).
+
+Every process connects, builds its executor and runs one throwaway task before a shared
+start (a long-lived worker's server process has its plans cached; a fresh one plans each
+function at its first call); a run's time is from that start to the last process's end.
+Afterwards every step must have run exactly once (counted by the executors) and left exactly
+one success row, with no checkpoint row left.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -26,20 +32,81 @@ from jr_checkpoint.dsn import Target
 
 START_TIMEOUT = 60  # seconds for every process to connect and wait at the start
 TASK_BASE = 1_700_000_000  # task ids far from the host's and the demo's
+WARM_BASE = 1_690_000_000  # a throwaway task per process, run before the start
+LEDGER_COPY = "jr_bench_ledger_copy"  # jr_step_rewards's columns and indexes, for the reference
+LEDGER_COPY_UPSERT = f"""INSERT INTO {LEDGER_COPY} AS r (task_id, step_number, step_type, target_file,
+    step_content_hash, execution_result, execution_time_ms, error_detail)
+VALUES (%s, %s, 'noop', %s, %s, 'success', 0, NULL)
+ON CONFLICT (task_id, step_number) DO UPDATE SET
+    step_type = EXCLUDED.step_type, target_file = EXCLUDED.target_file,
+    step_content_hash = EXCLUDED.step_content_hash, execution_result = EXCLUDED.execution_result,
+    execution_time_ms = EXCLUDED.execution_time_ms, error_detail = EXCLUDED.error_detail,
+    updated_at = NOW()"""
 
 
 def _floor_child(target: Target, tasks: list[int], steps: int, ready, go, results) -> None:
-    from bench_checkpoint import FLOOR_UPSERT
+    from bench_checkpoint import FLOOR_TABLE, FLOOR_UPSERT
 
+    cpu = _upserts(target, tasks, steps, ready, go, FLOOR_UPSERT, FLOOR_TABLE,
+                   lambda task, number: (task, number))
+    results.put(("floor", time.perf_counter(), {}, cpu))
+
+
+def _ledger_copy_child(target: Target, tasks: list[int], steps: int, ready, go, results) -> None:
+    cpu = _upserts(target, tasks, steps, ready, go, LEDGER_COPY_UPSERT, LEDGER_COPY,
+                   lambda task, number: (task, number, f"file_{number}.txt", "0" * 64))
+    results.put(("ledger copy", time.perf_counter(), {}, cpu))
+
+
+def _upserts(target: Target, tasks: list[int], steps: int, ready, go, statement: str, table: str,
+             values: Callable) -> float:
+    """The upserts, after one before the start; the CPU seconds they cost this process."""
     conn = target.connect()
     conn.autocommit = True
     with contextlib.closing(conn), conn.cursor() as cur:
+        warm = WARM_BASE + os.getpid()
+        cur.execute(statement, values(warm, 0))
+        cur.execute(f"DELETE FROM {table} WHERE task_id = %s", (warm,))
         ready.put(1)
         go.wait(START_TIMEOUT)
+        cpu = time.process_time()
         for task in tasks:
             for number in range(steps):
-                cur.execute(FLOOR_UPSERT, (task, number))
-    results.put(("floor", time.perf_counter(), {}))
+                cur.execute(statement, values(task, number))
+        return time.process_time() - cpu
+
+
+def _statements_child(target: Target, tasks: list[int], steps: int, ready, go, results) -> None:
+    """A task's begin and one record a step through the store, as the decorator sends them
+    (the last record ends the attempt), without the decorator."""
+    from jr_checkpoint.ledger import AttemptEnd
+
+    store = CheckpointStore(target)
+    end = AttemptEnd("finished", None, tuple(range(steps)))
+
+    def run(task: int) -> None:
+        state = store.begin_task(task, steps)
+        owner = state.owner
+        store.hold(task, owner, state.lease_until)
+        for number in range(steps):
+            store.record_step(task, number, owner=owner, execution_result="success", step_type="noop",
+                              target_file=f"file_{number}.txt", content_hash="0" * 64,
+                              execution_time_ms=0, last_completed_step=number, total_steps=steps,
+                              end=end if number == steps - 1 else None)
+
+    warm = WARM_BASE + os.getpid()
+    run(warm)
+    store.forget_task(warm)
+    ready.put(1)
+    go.wait(START_TIMEOUT)
+    cpu = time.process_time()
+    executed = {}
+    for task in tasks:
+        run(task)
+        executed[task] = steps
+    cpu = time.process_time() - cpu
+    store.close()
+    results.put(("statements", time.perf_counter(), executed, cpu))
 
 
 def _ours_child(target: Target, tasks: list[int], steps: int, ready, go, results) -> None:
@@ -57,19 +124,28 @@ def _ours_child(target: Target, tasks: list[int], steps: int, ready, go, results
         execute_steps = checkpointed_steps(store=store)(base.execute_steps)
 
     plan = make_steps(steps)
-    store.load_task(tasks[0])  # connect before the start, as the floor does
+    warm = WARM_BASE + os.getpid()  # connect and plan before the start, as the floor does
+    executor = Counted()
+    executor._current_task_id = warm
+    executor.execute_steps(plan)
+    executed.clear()
+    store.forget_task(warm)
     ready.put(1)
     go.wait(START_TIMEOUT)
+    cpu = time.process_time()
     for task in tasks:
         executor = Counted()
         executor._current_task_id = task
         executor.execute_steps(plan)
+    cpu = time.process_time() - cpu
     store.close()
-    results.put(("ours", time.perf_counter(), executed))
+    results.put(("ours", time.perf_counter(), executed, cpu))
 
 
-def _run(child: Callable, target: Target, task_ids: list[int], steps: int, workers: int):
-    """Seconds from the shared start to the last end, and the executors' counts per task."""
+def _run(child: Callable, target: Target, task_ids: list[int], steps: int, workers: int,
+         postmaster: int | None):
+    """Seconds from the shared start to the last end, the executors' counts per task, and
+    the CPU seconds from the start that the workers (their own count) and the server used."""
     context = multiprocessing.get_context("fork")
     ready, results, go = context.Queue(), context.Queue(), context.Event()
     shares = [task_ids[i::workers] for i in range(workers)]
@@ -80,14 +156,18 @@ def _run(child: Callable, target: Target, task_ids: list[int], steps: int, worke
     try:
         for _ in processes:
             ready.get(timeout=START_TIMEOUT)
+        server = _server_cpu(postmaster)
         started = time.perf_counter()
         go.set()
-        ends, executed = [], {}
+        ends, executed, client = [], {}, 0.0
         for _ in processes:
-            _, ended, counts = results.get(timeout=600)
+            _, ended, counts, cpu = results.get(timeout=600)
             ends.append(ended)
             executed.update(counts)
-        return max(ends) - started, executed
+            client += cpu
+        after = _server_cpu(postmaster)
+        used = None if server is None or after is None else after - server
+        return max(ends) - started, executed, (client, used)
     finally:
         for process in processes:
             process.join(timeout=30)
@@ -133,26 +213,21 @@ def _server_cpu(postmaster: int | None) -> float | None:
     return total / tick
 
 
-def _client_cpu() -> float:
-    """CPU seconds of this process's reaped children (the benchmark's worker processes)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _measured(child, target, ids, steps, workers, postmaster):
-    """_run, and the CPU per step it cost the workers and the server (µs)."""
-    client, server = _client_cpu(), _server_cpu(postmaster)
-    seconds, executed = _run(child, target, ids, steps, workers)
+    """_run, with the CPU per step from the start (µs) of the workers and of the server."""
+    seconds, executed, (client, server) = _run(child, target, ids, steps, workers, postmaster)
     count = len(ids) * steps
-    after = _server_cpu(postmaster)
-    cpu = (1e6 * (_client_cpu() - client) / count,
-           None if server is None or after is None else 1e6 * (after - server) / count)
-    return seconds, executed, cpu
+    return seconds, executed, (1e6 * client / count, None if server is None else 1e6 * server / count)
 
 
 def _checkpoint(admin) -> None:
     with admin.cursor() as cur, contextlib.suppress(Exception):
         cur.execute("CHECKPOINT")  # each run starts from a clean WAL position
+
+
+#: What each round runs after the floor: (key, the child, whether its tasks go to the ledger).
+CONFIGURATIONS = (("ours", _ours_child, True), ("copy", _ledger_copy_child, False),
+                  ("statements", _statements_child, True))
 
 
 def measure_workers(target: Target, workers: int, tasks: int, steps: int, repeat: int,
@@ -163,40 +238,48 @@ def measure_workers(target: Target, workers: int, tasks: int, steps: int, repeat
     admin = target.connect()
     admin.autocommit = True
     store = CheckpointStore(target)
-    ours_tasks: dict[int, int] = {}
-    figures = {"floor": [], "ours": [], "ratios": [], "duplicates": 0, "lost": 0,
-               "floor_cpu": [], "ours_cpu": []}
+    ledger_tasks: dict[int, int] = {}
+    figures: dict = {"duplicates": 0, "lost": 0}
+    for key in ("floor", *(key for key, _, _ in CONFIGURATIONS)):
+        figures[key], figures[f"{key}_cpu"], figures[f"{key}_ratios"] = [], [], []
     postmaster = _postmaster(admin)
     try:
         with admin.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+            for table in (FLOOR_TABLE, LEDGER_COPY):
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
             cur.execute(FLOOR_DDL)
+            cur.execute(f"CREATE TABLE {LEDGER_COPY} (LIKE jr_step_rewards INCLUDING ALL)")
         total = tasks * steps
         for round_number in range(repeat + 1):  # round 0 warms up and is not counted
-            base = TASK_BASE + round_number * tasks * 2
+            base = TASK_BASE + round_number * tasks * (1 + len(CONFIGURATIONS))
             _checkpoint(admin)
             floor_s, _, floor_cpu = _measured(_floor_child, target, list(range(base, base + tasks)),
                                               steps, workers, postmaster)
-            _checkpoint(admin)
-            ids = list(range(base + tasks, base + 2 * tasks))
-            ours_s, executed, ours_cpu = _measured(_ours_child, target, ids, steps, workers, postmaster)
-            ours_tasks.update(dict.fromkeys(ids, steps))
-            figures["duplicates"] += sum(max(executed.get(t, 0) - steps, 0) for t in ids)
             if round_number:
                 figures["floor"].append(total / floor_s)
-                figures["ours"].append(total / ours_s)
-                figures["ratios"].append(ours_s / floor_s)
                 figures["floor_cpu"].append(floor_cpu)
-                figures["ours_cpu"].append(ours_cpu)
-        figures["lost"], figures["left"] = _check(admin, ours_tasks)
-        out(f"rows check: {len(ours_tasks)} tasks x {steps} steps: {figures['lost']} steps without "
+            for index, (key, child, ledger) in enumerate(CONFIGURATIONS, start=1):
+                _checkpoint(admin)
+                ids = list(range(base + index * tasks, base + (index + 1) * tasks))
+                seconds, executed, cpu = _measured(child, target, ids, steps, workers, postmaster)
+                if ledger:
+                    ledger_tasks.update(dict.fromkeys(ids, steps))
+                    figures["duplicates"] += sum(max(executed.get(t, 0) - steps, 0) for t in ids)
+                if round_number:
+                    figures[key].append(total / seconds)
+                    figures[f"{key}_cpu"].append(cpu)
+                    figures[f"{key}_ratios"].append(seconds / floor_s)
+        figures["ratios"] = figures["ours_ratios"]
+        figures["lost"], figures["left"] = _check(admin, ledger_tasks)
+        out(f"rows check: {len(ledger_tasks)} tasks x {steps} steps: {figures['lost']} steps without "
             f"their row, {figures['duplicates']} run twice, {figures['left']} checkpoint rows left")
     finally:
         if not keep:
-            for task in ours_tasks:
+            for task in ledger_tasks:
                 store.forget_task(task)
             with admin.cursor() as cur:
-                cur.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+                for table in (FLOOR_TABLE, LEDGER_COPY):
+                    cur.execute(f"DROP TABLE IF EXISTS {table}")
         store.close()
         admin.close()
     return figures
@@ -219,12 +302,21 @@ def report_workers(figures: dict, workers: int) -> list[str]:
     def rate(v):
         return f"{v:,.0f}"
 
+    def ratio(v):
+        return f"{v:.2f}x"
+
+    met = "met" if statistics.median(figures["ratios"]) <= 1.5 else "MISSED"
     return [
         f"{workers} processes at once, median (range) over {len(figures['ratios'])} paired rounds:",
         f"  floor: one autocommit upsert per step   {spread(figures['floor'], rate)} steps/s",
         f"  decorated (@checkpointed_steps)         {spread(figures['ours'], rate)} steps/s",
-        f"  decorated / floor (time, within a pair) {spread(figures['ratios'], lambda v: f'{v:.2f}x')}"
-        f"  (target <= 1.5x: {'met' if statistics.median(figures['ratios']) <= 1.5 else 'MISSED'})",
+        f"  decorated / floor (time, within a pair) {spread(figures['ratios'], ratio)}"
+        f"  (target <= 1.5x: {met})",
+        "  what it is made of, in the same rounds (time / floor):",
+        f"    the ledger's statements alone         {spread(figures['statements_ratios'], ratio)}"
+        "  (begin, a record a step, through CheckpointStore)",
+        f"    the ledger's table alone              {spread(figures['copy_ratios'], ratio)}"
+        "  (an upsert of a row of jr_step_rewards's shape: no fence, no lease)",
         f"  steps run twice: {figures['duplicates']}; steps without their row: {figures['lost']}; "
         f"checkpoint rows left: {figures['left']}",
         *_cpu_lines(figures),
@@ -235,7 +327,9 @@ def _cpu_lines(figures: dict) -> list[str]:
     """Where the time goes: CPU per step of the worker processes and of the server (medians).
     With every process on the same cores, throughput follows their sum."""
     lines = ["  CPU per step (median µs)             workers   server    sum"]
-    for label, key in (("floor", "floor_cpu"), ("decorated", "ours_cpu")):
+    for label, key in (("floor", "floor_cpu"), ("decorated", "ours_cpu"),
+                       ("the ledger's statements alone", "statements_cpu"),
+                       ("the ledger's table alone", "copy_cpu")):
         client = statistics.median(c for c, _ in figures[key])
         servers = [s for _, s in figures[key] if s is not None]
         server = statistics.median(servers) if servers else None
