@@ -3,6 +3,7 @@
 
     python benchmarks/bench_checkpoint.py [--steps 1000] [--repeat 5] [--dsn DSN] [--keep]
     python benchmarks/bench_checkpoint.py --workers 16 [--tasks 160] [--steps 10] [...]
+    python benchmarks/bench_checkpoint.py --workers 16 --split [...]
 
 One run, one PostgreSQL server (a throwaway embedded one unless --dsn is given), N no-op
 steps, each configuration timed --repeat times (the median is shown):
@@ -17,7 +18,8 @@ steps, each configuration timed --repeat times (the median is shown):
   system database on the same server (skipped, with the reason, if DBOS cannot run).
 
 ``--workers N`` is the fleet's mode instead (benchmarks/bench_workers.py): N processes at once,
-the decorator against N processes doing the floor's upsert, in paired rounds.
+the decorator against N processes doing the floor's upsert, in paired rounds; with ``--split``,
+where the server's time goes, the ledger's statements one kind at a time (bench_split.py).
 
 A benchmark, not a test: tests/integration/test_benchmark.py runs it with a small N only to
 check that it still works and wrote every row; the figures are never asserted.
@@ -450,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="N processes at once against N doing the floor (benchmarks/bench_workers.py)")
     parser.add_argument("--tasks", type=int, default=160, help="with --workers: tasks per run (default: 160)")
+    parser.add_argument("--split", action="store_true",
+                        help="with --workers: where the server's time goes, statement by statement "
+                             "(benchmarks/bench_split.py)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per configuration; the median is shown")
     parser.add_argument("--dsn", help="run on this server instead of a throwaway embedded one")
     parser.add_argument("--keep", action="store_true",
@@ -459,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         args.steps = 10 if args.workers else 1000
     if args.steps < 1 or args.repeat < 1 or args.workers < 0 or args.tasks < 1:
         parser.error("--steps, --repeat and --tasks must be at least 1, --workers at least 0")
+    if args.split and not args.workers:
+        parser.error("--split goes with --workers N")
     if args.workers:
         return workers_main(args)
     with server(args.dsn) as (target, where):
@@ -483,6 +490,14 @@ def workers_main(args: argparse.Namespace) -> int:
         print(f"server: {describe_server(target)}")
         print(f"client: Python {platform.python_version()} on {platform.machine()}, "
               f"{os.cpu_count()} CPU(s), {platform.platform(terse=True)}")
+        if args.split:
+            import bench_split
+
+            split = bench_split.measure_split(target, args.workers, args.tasks, args.steps, args.repeat)
+            print()
+            for line in bench_split.report_split(split, args.workers, args.steps):
+                print(line)
+            return 0 if split["refused"] == 0 else 1
         figures = bench_workers.measure_workers(target, args.workers, args.tasks, args.steps, args.repeat,
                                                 lambda line: print(line, flush=True), args.keep)
     print()

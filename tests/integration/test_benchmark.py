@@ -81,3 +81,26 @@ def test_the_ratios_are_paired_within_each_round():
     assert bench.paired(times, "fresh", "floor", minus="undecorated") == pytest.approx(1.4)
     times["undecorated"] = [0.1, 0.2, 0.12]
     assert bench.paired(times, "fresh", "floor", minus="undecorated") == pytest.approx(1.2)
+
+
+def test_the_split_runs_every_statement_kind_has_none_refused_and_leaves_nothing(dsn):
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--workers", "4", "--split", "--tasks", "8", "--steps", "3",
+         "--repeat", "1", "--dsn", dsn],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    for label in ("floor: one autocommit upsert", "the step row alone", "fenced FOR SHARE",
+                  "record_step_v2", "begin_v2", "finish_step_v2", "a 3-step task"):
+        assert label in done.stdout, label
+    assert "statements refused (a fence that said no, a task not taken): 0" in done.stdout
+    for table in ("jr_step_rewards", "jr_task_checkpoints", "jr_task_attempts"):
+        assert query(dsn, f"SELECT count(*) FROM {table}") == [(0,)], table
+    assert query(dsn, "SELECT to_regclass('jr_bench_ledger_copy'), to_regclass('jr_bench_floor')") == [
+        (None, None)]
+
+
+def test_split_without_workers_is_refused_in_one_line():
+    done = subprocess.run([sys.executable, str(BENCH), "--split"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("--split goes with --workers N")
