@@ -140,13 +140,18 @@ BEGIN
     IF v_open THEN
         PERFORM jr_checkpoint_close_dead_v2(p_task_id, p_owner);  -- as 'died'
     END IF;
-    IF v_attempt IS NULL THEN
+    -- Our attempt's number: the next one. The note of an unchecked call (note_unchecked_v2)
+    -- may take it at the same moment, unseen by the read above (the checkpoint row it would
+    -- lock may not exist yet): then the next again, not a key violation.
+    WHILE v_attempt IS NULL LOOP
         INSERT INTO jr_task_attempts (task_id, attempt, owner, host, pid, lease_until)
         VALUES (p_task_id, COALESCE(v_last, 0) + 1, p_owner, p_holder ->> 'host',
                 CASE WHEN jsonb_typeof(p_holder -> 'pid') = 'number' THEN (p_holder ->> 'pid')::integer END,
                 v_now + p_lease)
+        ON CONFLICT (task_id, attempt) DO NOTHING
         RETURNING attempt INTO v_attempt;
-    END IF;
+        v_last := COALESCE(v_last, 0) + 1;
+    END LOOP;
     -- A new statement, so a new snapshot: it sees every step the previous owner committed.
     RETURN json_build_object(
         'taken', true, 'checkpoint', v_taken, 'attempt', v_attempt,
@@ -350,11 +355,16 @@ DECLARE
     v_attempt integer;
 BEGIN
     PERFORM 1 FROM jr_task_checkpoints WHERE task_id = p_task_id FOR UPDATE;  -- beside begin_v2
-    INSERT INTO jr_task_attempts (task_id, attempt, host, pid, ended_at, outcome, ran, failed)
-    SELECT p_task_id, COALESCE(max(attempt), 0) + 1, p_holder ->> 'host',
-           CASE WHEN jsonb_typeof(p_holder -> 'pid') = 'number' THEN (p_holder ->> 'pid')::integer END,
-           NOW(), 'unchecked', p_ran, p_failed
-    FROM jr_task_attempts WHERE task_id = p_task_id
-    RETURNING attempt INTO v_attempt;
+    -- The next number; a begin that has not committed its attempt row yet may hold it: then,
+    -- once it has, the next again (each try a new statement, which sees it).
+    WHILE v_attempt IS NULL LOOP
+        INSERT INTO jr_task_attempts (task_id, attempt, host, pid, ended_at, outcome, ran, failed)
+        SELECT p_task_id, COALESCE(max(attempt), 0) + 1, p_holder ->> 'host',
+               CASE WHEN jsonb_typeof(p_holder -> 'pid') = 'number' THEN (p_holder ->> 'pid')::integer END,
+               NOW(), 'unchecked', p_ran, p_failed
+        FROM jr_task_attempts WHERE task_id = p_task_id
+        ON CONFLICT (task_id, attempt) DO NOTHING
+        RETURNING attempt INTO v_attempt;
+    END LOOP;
     RETURN v_attempt;
 END $$;

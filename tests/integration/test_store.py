@@ -765,3 +765,78 @@ def test_a_task_another_worker_released_stays_lost(store, dsn):
     finally:
         first.close()
     assert query(dsn, "SELECT count(*) FROM jr_step_rewards WHERE task_id = 42") == [(0,)]
+
+
+# -- an unchecked call's note and a begin, at the same moment: one attempt number each ----------
+
+def _waiting_on_a_lock(dsn: str, pid: int) -> bool:
+    return bool(query(dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                      (pid,)))
+
+
+def _in_open_transaction(dsn: str, sql: str, params: tuple):
+    """``sql`` run in a transaction left open: (the connection, its answer)."""
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return conn, cur.fetchone()[0]
+
+
+def _in_thread(dsn: str, sql: str, params: tuple):
+    """``sql`` on its own connection in a thread: (the thread, its backend pid, its answer box)."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    pid = conn.get_backend_pid()
+    answer: list = []
+
+    def run():
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                answer.append(cur.fetchone()[0])
+        except Exception as exc:
+            answer.append(exc)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, pid, answer
+
+
+BEGIN_SQL = "SELECT jr_checkpoint_begin_v2(%s, 2, %s, 30, '{}'::jsonb, NULL)"
+NOTE_SQL = "SELECT jr_checkpoint_note_unchecked_v2(%s, '{}'::jsonb, '{0}', '{}')"
+
+
+def test_a_begin_racing_the_note_of_an_unchecked_call_takes_the_next_attempt_number(dsn):
+    """The note's attempt row is not committed yet when the begin reads the attempts: both
+    want attempt 1. The begin waits for it, then takes attempt 2 (not a key violation, which
+    would leave the task to run unchecked, every step again)."""
+    note, number = _in_open_transaction(dsn, NOTE_SQL, (61,))
+    assert number == 1
+    thread, pid, answer = _in_thread(dsn, BEGIN_SQL, (61, "b" * 32))
+    try:
+        wait_until(lambda: _waiting_on_a_lock(dsn, pid), 10, "the begin to wait for the note's row")
+        note.commit()
+    finally:
+        note.close()
+        thread.join(timeout=30)
+    assert not isinstance(answer[0], Exception), answer[0]
+    assert (answer[0]["taken"], answer[0]["attempt"]) == (True, 2)
+    assert query(dsn, "SELECT attempt, outcome FROM jr_task_attempts WHERE task_id = 61 ORDER BY 1") == [
+        (1, "unchecked"), (2, "running")]
+
+
+def test_the_note_of_an_unchecked_call_racing_a_begin_takes_the_next_attempt_number(dsn):
+    begin, answer = _in_open_transaction(dsn, BEGIN_SQL, (62, "a" * 32))
+    assert (answer["taken"], answer["attempt"]) == (True, 1)
+    thread, pid, noted = _in_thread(dsn, NOTE_SQL, (62,))
+    try:
+        wait_until(lambda: _waiting_on_a_lock(dsn, pid), 10, "the note to wait for the begin's row")
+        begin.commit()
+    finally:
+        begin.close()
+        thread.join(timeout=30)
+    assert noted == [2]
+    assert query(dsn, "SELECT attempt, outcome FROM jr_task_attempts WHERE task_id = 62 ORDER BY 1") == [
+        (1, "running"), (2, "unchecked")]
