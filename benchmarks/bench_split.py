@@ -164,10 +164,12 @@ def measure_split(target: Target, workers: int, tasks: int, steps: int, repeat: 
                     figures[kind]["server"].append(server)
                     figures[kind]["ratio"].append(seconds / floor)
     finally:
+        used = TASK_BASE + (repeat + 1) * (1 + len(KINDS)) * tasks  # the ids the rounds used
         with admin.cursor() as cur:
             for table in ("jr_step_rewards", "jr_task_checkpoints", "jr_task_attempts"):
-                cur.execute(f"DELETE FROM {table} WHERE task_id >= %s OR task_id BETWEEN %s AND %s",
-                            (TASK_BASE, WARM_BASE, WARM_BASE + 10_000_000))
+                cur.execute(f"DELETE FROM {table} WHERE task_id BETWEEN %s AND %s "
+                            "OR task_id BETWEEN %s AND %s",  # and each process's throwaway task
+                            (TASK_BASE, used, WARM_BASE, WARM_BASE + 2**22))
         reference_tables(admin, make=False)
         admin.close()
     return figures
