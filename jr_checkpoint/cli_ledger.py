@@ -189,11 +189,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
             print(f"\rpruned {deleted} row(s)...", end="", file=sys.stderr, flush=True)
 
     with _ledger(args) as target:
-        deleted = reports.prune(target, seconds, batch=args.batch, progress=progress,
-                                connect_timeout=args.connect_timeout)
-    if tty and deleted:
+        steps, attempts = reports.prune(target, seconds, batch=args.batch, progress=progress,
+                                        connect_timeout=args.connect_timeout)
+    if tty and steps:
         print(file=sys.stderr)
-    print(f"pruned {deleted} step row(s) of finished tasks untouched for more than {args.older_than}")
+    print(f"pruned {steps} step row(s) and {attempts} attempt row(s) of finished tasks untouched for "
+          f"more than {args.older_than}")
     return 0
 
 
@@ -242,16 +243,18 @@ def _add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     reset.add_argument("task_id", type=_task_id, metavar="TASK_ID")
     reset.add_argument("--yes", action="store_true", help="do not ask")
     _add_database_options(reset)
+    _add_data_dir_option(reset)
     reset.set_defaults(func=cmd_reset)
 
     prune = commands.add_parser(
-        "prune", help="delete the step history of finished tasks older than a duration",
-        description="Delete the step rows of finished tasks (no checkpoint row) none of whose steps "
-        "changed for DURATION, in batches, each its own transaction.")
+        "prune", help="delete the history of finished tasks older than a duration",
+        description="Delete the step rows and attempt rows of finished tasks (no checkpoint row) "
+        "none of whose steps or attempts changed for DURATION, in batches, each its own transaction.")
     prune.add_argument("--older-than", required=True, metavar="DURATION", help="30s, 15m, 2h, 7d")
     prune.add_argument("--batch", type=int, default=reports.PRUNE_BATCH, metavar="ROWS",
                        help="rows per statement (default: %(default)s)")
     _add_database_options(prune)
+    _add_data_dir_option(prune)
     prune.set_defaults(func=cmd_prune)
 
 

@@ -112,29 +112,31 @@ def _failing(cur: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
 
 def prune(target: Target, older_than_seconds: int, *, batch: int = PRUNE_BATCH,
           progress: Callable[[int], None] | None = None,
-          connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> int:
-    """Delete the history of finished tasks idle for longer than that; return the step row count.
+          connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> tuple[int, int]:
+    """Delete the history of finished tasks idle for longer than that; return how many step
+    rows and attempt rows went.
 
     Their attempt rows go with their step rows. Batches of ``batch`` rows, each its own
-    transaction, so no lock is held for long.
+    transaction, so no lock is held for long. ``progress``: the step rows deleted so far.
     """
-    deleted = 0
+    steps = attempts = 0
     with db.cursor(target, connect_timeout) as cur:
         cur.execute(REPORTS["prune_cutoff"], {"seconds": older_than_seconds})
         (cutoff,) = db.one_row(cur)
         params = {"cutoff": cutoff, "batch": batch}
         while True:
             cur.execute(REPORTS["prune_batch"], params)
-            steps, _attempts = db.one_row(cur)
-            deleted += int(steps)
-            if progress is not None and steps:
-                progress(deleted)
-            if steps < batch:
+            step_rows, attempt_rows = db.one_row(cur)
+            steps, attempts = steps + int(step_rows), attempts + int(attempt_rows)
+            if progress is not None and step_rows:
+                progress(steps)
+            if step_rows < batch:
                 break
         while True:  # attempts of tasks that never recorded a step
             cur.execute(REPORTS["prune_attempts_batch"], params)
+            attempts += cur.rowcount
             if cur.rowcount < batch:
-                return deleted
+                return steps, attempts
 
 
 def next_demo_task_id(target: Target) -> int:

@@ -116,6 +116,10 @@ def test_demo_data_dir_option(no_host, scratch, capsys):
     assert out.startswith("task -1: finished; 6 step(s) recorded, 6 succeeded")
     assert cli.main(["stats", "--data-dir", str(data_dir)]) == 0
     assert capsys.readouterr().out.startswith("6 step(s) recorded (all time)")
+    # and prune: the demo's task, whole (its six steps and both attempts)
+    assert cli.main(["prune", "--older-than", "0s", "--data-dir", str(data_dir)]) == 0
+    assert capsys.readouterr().out.startswith("pruned 6 step row(s) and 2 attempt row(s)")
+    assert cli.main(["reset", "-1", "--yes", "--data-dir", str(data_dir)]) == 1  # nothing left
 
 
 def test_status_with_no_database_anywhere_says_what_to_do(no_host, scratch, capsys):

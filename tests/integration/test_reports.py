@@ -200,7 +200,8 @@ def test_prune_deletes_whole_finished_tasks_older_than_the_cutoff_in_batches(sto
                "WHERE task_id = 4 AND step_number = 0")
 
     seen = []
-    assert reports.prune(resolve(dsn), 7 * 86400, batch=2, progress=seen.append) == 5
+    # (record_row takes the task for each row: one attempt a row)
+    assert reports.prune(resolve(dsn), 7 * 86400, batch=2, progress=seen.append) == (5, 5)
     assert seen == [2, 4, 5]
     assert query(dsn, "SELECT task_id, count(*) FROM jr_step_rewards GROUP BY task_id "
                       "ORDER BY task_id") == [(2, 1), (3, 1), (4, 2)]
@@ -212,10 +213,10 @@ def test_prune_command_says_how_many_rows_went(store, dsn, capsys):
     store.cleanup_checkpoints(1)
     age(dsn, 1, 2)
     assert run(["prune", "--older-than", "3d"], dsn) == 0
-    assert "pruned 0 step row(s)" in capsys.readouterr().out
+    assert "pruned 0 step row(s) and 0 attempt row(s)" in capsys.readouterr().out
     assert run(["prune", "--older-than", "1d", "--batch", "1"], dsn) == 0
-    assert capsys.readouterr().out.startswith("pruned 2 step row(s) of finished tasks untouched for "
-                                              "more than 1d")
+    assert capsys.readouterr().out.startswith("pruned 2 step row(s) and 2 attempt row(s) of finished "
+                                              "tasks untouched for more than 1d")
     assert query(dsn, "SELECT count(*) FROM jr_step_rewards") == [(0,)]
 
 
