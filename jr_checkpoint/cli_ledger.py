@@ -198,7 +198,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_dir_option(parser: argparse.ArgumentParser) -> None:
+def _add_ledger_options(parser: argparse.ArgumentParser) -> None:
+    """What :func:`_ledger` reads: the configured database, else the demo's embedded server."""
+    _add_database_options(parser)
     parser.add_argument("--data-dir", metavar="DIR", help="the demo's embedded server's data directory, "
                         "used when no database is configured (default: the demo's)")
 
@@ -219,8 +221,7 @@ def _add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
                                  "and failed), every recorded step, and its checkpoint.")
     status.add_argument("task_id", type=_task_id, metavar="TASK_ID")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    _add_database_options(status)
-    _add_data_dir_option(status)
+    _add_ledger_options(status)
     status.set_defaults(func=cmd_status)
 
     stats = commands.add_parser(
@@ -231,8 +232,7 @@ def _add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     stats.add_argument("--top", type=_count, default=5, metavar="N", help="rows in the slowest and "
                        "most-failing lists (default: %(default)s)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
-    _add_database_options(stats)
-    _add_data_dir_option(stats)
+    _add_ledger_options(stats)
     stats.set_defaults(func=cmd_stats)
 
     reset = commands.add_parser(
@@ -242,8 +242,7 @@ def _add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "the task, or no terminal to ask and no --yes).")
     reset.add_argument("task_id", type=_task_id, metavar="TASK_ID")
     reset.add_argument("--yes", action="store_true", help="do not ask")
-    _add_database_options(reset)
-    _add_data_dir_option(reset)
+    _add_ledger_options(reset)
     reset.set_defaults(func=cmd_reset)
 
     prune = commands.add_parser(
@@ -253,8 +252,7 @@ def _add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     prune.add_argument("--older-than", required=True, metavar="DURATION", help="30s, 15m, 2h, 7d")
     prune.add_argument("--batch", type=int, default=reports.PRUNE_BATCH, metavar="ROWS",
                        help="rows per statement (default: %(default)s)")
-    _add_database_options(prune)
-    _add_data_dir_option(prune)
+    _add_ledger_options(prune)
     prune.set_defaults(func=cmd_prune)
 
 
