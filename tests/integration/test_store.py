@@ -696,16 +696,22 @@ def test_seed_trio_on_a_database_without_the_tables(empty_dsn, caplog):
     assert all(w.endswith("run `jr-checkpoint migrate`") for w in warnings)
 
 
+def host_seed_call(store, host_call: str, task_id: int, total_steps: int) -> None:
+    """The host's own seed method on a task a worker runs: save_checkpoint() replaces the row's
+    checkpoint_data (the lease in it), cleanup_checkpoints() deletes the row."""
+    if host_call == "save_checkpoint":
+        assert store.save_checkpoint(task_id, 0, total_steps, {"note": "the host's own"})
+    else:
+        assert store.cleanup_checkpoints(task_id)
+
+
 @pytest.mark.parametrize("host_call", ["save_checkpoint", "cleanup_checkpoints"])
 def test_the_host_seed_methods_mid_task_do_not_take_the_task_from_its_worker(store, dsn, host_call):
     """The seed's save_checkpoint() replaces checkpoint_data and cleanup_checkpoints() deletes
     the row: nobody took the task, so its worker keeps recording and keeps it."""
     owner = store.begin_task(41, 3).owner
     store.record_step(41, 0, owner=owner, execution_result="success", last_completed_step=0)
-    if host_call == "save_checkpoint":
-        assert store.save_checkpoint(41, 0, 3, {"note": "the host's own"})
-    else:
-        assert store.cleanup_checkpoints(41)
+    host_seed_call(store, host_call, 41, 3)
     assert store.renew(41, owner) is True
     store.record_step(41, 1, owner=owner, execution_result="success", last_completed_step=1)
     other = CheckpointStore(dsn)
@@ -723,10 +729,7 @@ def test_the_host_seed_methods_before_the_last_step_still_let_it_finish_the_task
     from the row (or the row): the record takes it back, and the task ends finished."""
     owner = store.begin_task(43, 2).owner
     store.record_step(43, 0, owner=owner, execution_result="success", last_completed_step=0)
-    if host_call == "save_checkpoint":
-        assert store.save_checkpoint(43, 0, 2, {"note": "the host's own"})
-    else:
-        assert store.cleanup_checkpoints(43)
+    host_seed_call(store, host_call, 43, 2)
     store.record_step(43, 1, owner=owner, execution_result="success", last_completed_step=1,
                       end=store_module.AttemptEnd("finished", None, (0, 1)))
     assert checkpoint_row(dsn, 43) is None
